@@ -25,7 +25,8 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or getattr(err, "key", None)
-        raise ConfigError(f"{source}: bad key {key!r}: {err.msg if hasattr(err, 'msg') else err}") from None
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"{source}: bad key {key!r}: {reason}") from None
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
