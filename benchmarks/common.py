@@ -1,0 +1,57 @@
+"""Helpers shared by the benchmarks: machine description, interleaved timing, result files."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def machine() -> str:
+    """One line naming the processor, core count and torch build (and the GPU when there is one)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"Python {platform.python_version()}{gpu}")
+
+
+def interleaved_medians(fns: dict[str, Callable[[], None]], *, repeats: int, warmup: int = 1,
+                        sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin so drift hits all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def write_result(name: str, title: str, body: str) -> Path:
+    """Write ``results/<name>.md`` with the command, machine and date, and return its path."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix().split("/videoqf/")[-1]] + sys.argv[1:])
+    text = (f"## {title}\n\n- command: `{command}`\n- machine: {machine()}\n"
+            f"- date: {_dt.date.today().isoformat()}\n\n{body.strip()}\n")
+    out = RESULTS_DIR / f"{name}.md"
+    out.write_text(text)
+    return out
