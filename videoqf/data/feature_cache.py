@@ -19,10 +19,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
+
+if TYPE_CHECKING:
+    from videoqf.encoders.audio import FrozenAudioEncoder
+    from videoqf.encoders.vision import FrozenVisionEncoder
 
 INDEX_NAME = "index.json"
 LOCK_NAME = ".writer.lock"
@@ -60,7 +65,15 @@ class CacheSpec:
     audio_max_segments: int | None = None
 
     @classmethod
-    def from_encoders(cls, vision, audio=None, *, sampler: str, sampler_seed: int | None, num_frames: int):
+    def from_encoders(
+        cls,
+        vision: FrozenVisionEncoder,
+        audio: FrozenAudioEncoder | None = None,
+        *,
+        sampler: str,
+        sampler_seed: int | None,
+        num_frames: int,
+    ) -> CacheSpec:
         """Spec of features made by a ``FrozenVisionEncoder`` (and optionally a ``FrozenAudioEncoder``)."""
         return cls(
             vision_encoder=vision.config.model_name,
