@@ -5,6 +5,11 @@ Only the objectives (and the trainer) know about ranks. The gather follows open_
 torch's own differentiable collective (`torch.distributed.nn.functional.all_gather`), whose
 backward SUMS the incoming gradients of every rank into the local slice.
 
+torch's backward hands the per-rank gradients to the collective as they come, and on gloo (the
+AlltoAll path) a non-contiguous gradient, e.g. the transpose an einsum produces, is exchanged
+as garbage (checked with torch 2.14). `_ContiguousGrad` sits after the gather so the collective
+only ever sees contiguous gradients; `tests/test_distributed_vtc.py` fails without it.
+
 At world size 1, or when torch.distributed is not initialised, every function here is the
 identity, so the same loss code runs in a single process and under DDP / DeepSpeed.
 """
@@ -13,6 +18,18 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
 
 
 def is_distributed() -> bool:
@@ -43,7 +60,7 @@ def gather_cat(tensor: torch.Tensor, *, with_grad: bool = True) -> torch.Tensor:
     if not is_distributed():
         return tensor
     if with_grad:
-        return torch.cat(dist_fn.all_gather(tensor), dim=0)
+        return torch.cat([_ContiguousGrad.apply(part) for part in dist_fn.all_gather(tensor)], dim=0)
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
     parts[dist.get_rank()] = tensor
