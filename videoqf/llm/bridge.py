@@ -3,8 +3,11 @@
 Follows BLIP-2 (Li et al., 2023; LAVIS `blip2_opt.py` / `blip2_t5.py`) for the facts:
 - decoder-only LLM: the input is [video; BOS prompt; caption EOS], the loss is the LM's own
   shifted cross-entropy with labels -100 on the video tokens, the prompt and the padding;
-- encoder-decoder LLM: the encoder reads [video; prompt], the decoder is trained on the caption
-  (labels = caption EOS, padding -100; the model shifts them right behind its start token).
+- encoder-decoder LLM: the encoder reads [video; prompt EOS], the decoder is trained on the
+  caption (labels = caption EOS, padding -100; the model shifts them right behind its start
+  token).
+Special tokens come from the tokenizer (`videoqf.llm.tokenizer`); the text is tokenized without
+the tokenizer's own template, so a BERT-style [CLS] ... [SEP] post-processor adds nothing.
 
 Padded video tokens (video_mask False) are dropped per sample, so every sequence is compact:
 [its valid video tokens; its text], padded on the right for training and on the LEFT for
@@ -113,8 +116,11 @@ class VideoLLMBridge(nn.Module):
         )["input_ids"]
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
-        # Decoder-only LMs were trained on BOS-started text; an encoder reads the prompt as is.
-        bos = [] if self.llm.is_encoder_decoder or self.special.bos is None else [self.special.bos]
+        # As their pre-training did: decoder-only LMs read BOS-started text, T5's encoder reads
+        # text closed by EOS (LAVIS gets both from the LLM's own tokenizer).
+        if self.llm.is_encoder_decoder:
+            return [ids + [self.special.eos] for ids in self._tokenize(prompts)]
+        bos = [] if self.special.bos is None else [self.special.bos]
         return [bos + ids for ids in self._tokenize(prompts)]
 
     # -- assembly -----------------------------------------------------------------------------
