@@ -1,0 +1,69 @@
+"""tools/pretrain_lm.py: a few steps on captions from text and JSONL, saved and reloaded as the
+frozen LLM of the bridge."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_llm_bridge import SENTENCES, train_tiny_tokenizer
+
+from videoqf.llm.bridge import VideoLLMBridge
+from videoqf.llm.config import CaptionLMConfig, LLMConfig
+from videoqf.llm.pretrain import pretrain_caption_lm, read_captions
+from videoqf.llm.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool():
+    """tools/pretrain_lm.py as a module, so its main() runs in-process (no second torch import)."""
+    spec = importlib.util.spec_from_file_location("pretrain_lm_tool", ROOT / "tools" / "pretrain_lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["--n-layer", "2", "--n-embd", "32", "--n-head", "2", "--batch-size", "8", "--warmup-steps", "2"]
+
+
+def test_read_captions_text_and_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("one caption\n\n two captions \n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"video": "x.mp4", "caption": "from json"}) + "\n")
+    assert read_captions([tmp_path / "a.txt", tmp_path / "b.jsonl"]) == ["one caption", "two captions", "from json"]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"video": "x.mp4"}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_captions([tmp_path / "bad.jsonl"])
+
+
+def test_training_lowers_the_loss(tmp_path):
+    tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tokenizer.json"))
+    config = CaptionLMConfig(n_layer=2, n_embd=32, n_head=2, steps=60, batch_size=8, lr=3e-3, warmup_steps=5)
+    _, losses = pretrain_caption_lm(SENTENCES, tokenizer, config, progress=False)
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_cli_trains_saves_and_loads_as_frozen_llm(tmp_path, capsys):
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    train_tiny_tokenizer(tok_dir / "tokenizer.json")
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps({"caption": s}) + "\n" for s in SENTENCES))
+    out = tmp_path / "lm"
+    load_tool().main(["--captions", str(captions), "--tokenizer", str(tok_dir), "--out", str(out),
+                      "--steps", "5", "--quiet", *TINY])
+    assert "saved to" in capsys.readouterr().out
+    assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file()
+
+    bridge = VideoLLMBridge.from_config(LLMConfig(arch="causal", path=str(out), video_dim=6))
+    assert bridge.tokenizer.eos_token == "[SEP]" and bridge.tokenizer.bos_token == "[BOS]"
+    assert not any(p.requires_grad for p in bridge.llm.parameters())
+    loss = bridge(torch.randn(2, 3, 6), None, ["a red ball", "a blue square"]).loss
+    assert torch.isfinite(loss)
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool().main(["--help"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--captions" in text and "--steps" in text

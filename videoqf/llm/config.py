@@ -1,0 +1,79 @@
+"""Configuration of the stage-2 bridge to a frozen LLM (BLIP-2 stage 2 / InstructBLIP) and of
+the tiny caption LM that `tools/pretrain_lm.py` trains for the synthetic world."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ARCHS = ("causal", "seq2seq")
+PROJECTOR_KINDS = ("linear", "mlp")
+
+
+@dataclass
+class ProjectorConfig:
+    """kind: "linear" (BLIP-2's single Linear) or "mlp" (Linear-GELU-Linear, as LLaVA-1.5).
+    hidden_dim: width of the MLP's middle layer; None means the LLM's embedding width."""
+
+    kind: str = "linear"
+    hidden_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROJECTOR_KINDS:
+            raise ValueError(f"ProjectorConfig.kind must be one of {PROJECTOR_KINDS}, got {self.kind!r}")
+
+
+@dataclass
+class LLMConfig:
+    """Which frozen LLM, and how the video tokens enter it.
+
+    arch: "causal" (decoder-only, AutoModelForCausalLM) or "seq2seq" (T5 / Flan-T5,
+    AutoModelForSeq2SeqLM). Exactly one of `path` (a LOCAL directory written by save_pretrained)
+    and `model_config` (keyword arguments of `AutoConfig.for_model`, `model_type` included:
+    random weights, for tests) is set. tokenizer_path: local tokenizer directory or
+    tokenizer.json; None means `path`. video_dim: width of the backend's tokens.
+    prompt: the default prompt, used when a batch brings none. instruction_aware: InstructBLIP's
+    option; the bridge then hands the prompt back for the Q-Former's text branch.
+    max_text_len: prompts and captions are truncated to this many tokens.
+    """
+
+    arch: str = "causal"
+    path: str | None = None
+    model_config: dict[str, Any] | None = None
+    tokenizer_path: str | None = None
+    video_dim: int = 768
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    prompt: str = ""
+    instruction_aware: bool = False
+    max_text_len: int = 64
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"LLMConfig.arch must be one of {ARCHS}, got {self.arch!r}")
+        if (self.path is None) == (self.model_config is None):
+            raise ValueError("LLMConfig needs exactly one of `path` (local directory) and `model_config`")
+        if self.model_config is not None and "model_type" not in self.model_config:
+            raise ValueError("LLMConfig.model_config needs a 'model_type' key (e.g. 'gpt2', 't5')")
+        if isinstance(self.projector, dict):
+            self.projector = ProjectorConfig(**self.projector)
+
+
+@dataclass
+class CaptionLMConfig:
+    """The tiny GPT-2 trained on captions (a stand-in for a pretrained LLM in the synthetic world)."""
+
+    n_layer: int = 2
+    n_embd: int = 128
+    n_head: int = 4
+    max_len: int = 48
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"CaptionLMConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError("CaptionLMConfig.steps and batch_size must be positive")

@@ -1,0 +1,72 @@
+"""Loading the local caption tokenizer and resolving its special tokens.
+
+The synthetic world's tokenizer is a `tokenizers` tokenizer.json (WordPiece, specials [PAD] [UNK]
+[CLS] [SEP] [MASK] [BOS]); a directory written by `save_pretrained` also works. Loaded through
+transformers' `PreTrainedTokenizerFast`, a bare tokenizer.json knows none of its special
+tokens' roles, so they are looked up by their conventional spellings; EOS is [SEP] when there is
+no dedicated end token. Only local files are read, never the hub.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+# First spelling present in the vocabulary wins.
+_SPECIAL_SPELLINGS = {
+    "pad_token": ("[PAD]", "<pad>"),
+    "eos_token": ("[EOS]", "</s>", "<|endoftext|>", "[SEP]"),
+    "bos_token": ("[BOS]", "<s>", "<|startoftext|>"),
+    "unk_token": ("[UNK]", "<unk>"),
+}
+
+
+@dataclass(frozen=True)
+class SpecialTokenIds:
+    """bos is None when the tokenizer has no start token (then nothing is prepended)."""
+
+    pad: int
+    eos: int
+    bos: int | None
+
+
+def register_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give roles (pad/eos/bos/unk) that are unset to the conventional special tokens present in
+    the vocabulary. Returns the same tokenizer."""
+    vocab = tokenizer.get_vocab()
+    for role, spellings in _SPECIAL_SPELLINGS.items():
+        if getattr(tokenizer, role) is None:
+            found = next((s for s in spellings if s in vocab), None)
+            if found is not None:
+                setattr(tokenizer, role, found)
+    return tokenizer
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:
+    """pad / eos / bos ids; a tokenizer without pad or eos is an error."""
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r} needs a pad and an end token (pad: "
+            f"{tokenizer.pad_token!r}, eos: {tokenizer.eos_token!r}); add [PAD] and [SEP] or [EOS]"
+        )
+    return SpecialTokenIds(pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """A local tokenizer: a tokenizer.json file, or a directory holding tokenizer_config.json
+    (save_pretrained) or tokenizer.json."""
+    path = Path(path)
+    if path.is_file():
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    elif (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    elif (path / "tokenizer.json").is_file():
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
+    elif path.is_dir():
+        raise FileNotFoundError(f"tokenizer directory {path} holds neither tokenizer_config.json nor tokenizer.json")
+    else:
+        raise FileNotFoundError(f"tokenizer {path} does not exist")
+    register_special_tokens(tokenizer)
+    special_token_ids(tokenizer)  # fail here, naming the file, rather than at the first batch
+    return tokenizer
