@@ -153,6 +153,29 @@ def open_video(path: str, backend: str = "auto") -> DecordReader | PyAVReader:
     return reader
 
 
+def read_frames(
+    reader: DecordReader | PyAVReader, indices: list[int], *, fallback: bool
+) -> tuple[torch.Tensor, torch.Tensor, DecordReader | PyAVReader]:
+    """``reader.read(indices)``; where decord fails mid-stream, retry with PyAV if ``fallback``.
+
+    decord's ``get_batch`` fails on some files it opens (corrupt packets; some frame widths, e.g. 48,
+    hit a buffer-size check), so "auto" retries those with PyAV. Returns frames, timestamps and the
+    reader that produced them.
+    """
+    try:
+        frames, times = reader.read(indices)
+        return frames, times, reader
+    except decord.DECORDError as exc:
+        cause = f"decord failed on frames {indices} ({str(exc).strip()[-160:]})"
+        if not fallback:
+            raise VideoDecodeError(reader.path, cause) from exc
+    pyav = PyAVReader(reader.path)
+    if pyav.num_frames != reader.num_frames:
+        raise VideoDecodeError(reader.path, f"{cause}; PyAV counts {pyav.num_frames} frames, decord {reader.num_frames}")
+    frames, times = pyav.read(indices)
+    return frames, times, pyav
+
+
 def read_audio(path: str, start: float, end: float, *, rate: int, use_decord: bool = True) -> torch.Tensor:
     """Mono waveform [S] of [start, end) seconds at the file's own sample ``rate`` (from ``probe``)."""
     lo, hi = round(start * rate), round(end * rate)

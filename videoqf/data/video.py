@@ -21,7 +21,7 @@ import torchaudio.functional as AF
 from einops import rearrange
 
 from videoqf.data.errors import VideoDecodeError
-from videoqf.data.readers import DecordReader, open_video, probe, read_audio
+from videoqf.data.readers import DecordReader, open_video, probe, read_audio, read_frames
 from videoqf.data.samplers import FrameSampler, RngLike
 
 __all__ = ["AUDIO_SAMPLE_RATE", "Clip", "VideoDecodeError", "load_clip", "frames_in_window"]
@@ -70,10 +70,10 @@ def frames_in_window(start: float, end: float, fps: float, num_video_frames: int
 def _resolve_window(path: str, start: float | None, end: float | None, duration: float) -> tuple[float, float]:
     start = 0.0 if start is None else float(start)
     end = duration if end is None else float(end)
-    if start < 0 or end <= start:
-        raise ValueError(f"bad clip window [{start}, {end}) for {path!r}: need 0 <= start < end")
     if start >= duration:
         raise ValueError(f"clip window [{start}, {end}) starts after the end of {path!r} ({duration:.3f} s)")
+    if start < 0 or end <= start:
+        raise ValueError(f"bad clip window [{start}, {end}) for {path!r}: need 0 <= start < end")
     if end > duration + 1e-6:
         warnings.warn(
             f"clip window [{start:.3f}, {end:.3f}) s runs past the end of {path!r} ({duration:.3f} s); "
@@ -124,12 +124,7 @@ def load_clip(
         raise ValueError(f"clip window {window} of {path!r} holds no frame at {reader.fps:g} fps")
     sampled = sampler(stop - first, reader.fps, rng=seed)
     indices = [first + i for i in sampled.indices]
-    try:
-        raw, timestamps = reader.read(indices)
-    except Exception as exc:  # decord raises bare DECORDError subclasses for mid-stream corruption
-        if isinstance(exc, VideoDecodeError):
-            raise
-        raise VideoDecodeError(path, f"truncated or corrupt: frames {indices} failed to decode ({exc})") from exc
+    raw, timestamps, reader = read_frames(reader, indices, fallback=backend == "auto")
 
     num_audio = round((window[1] - window[0]) * AUDIO_SAMPLE_RATE)
     wave = None
