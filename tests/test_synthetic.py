@@ -1,0 +1,130 @@
+"""The synthetic world: captions, pairs, silent clips, determinism, tokenizer, CLI."""
+import json
+import os
+
+import av
+import numpy as np
+import pytest
+
+from tools.make_synthetic import parse_args
+from videoqf.data.synthetic import SyntheticConfig, caption, generate, load_tokenizer, object_states, render_frames
+from videoqf.data.synthetic.scenes import describe, reorder, resound, sample_spec
+from videoqf.data.synthetic.vocab import COLOURS, SHAPES, SILENCE_PHRASE, SOUNDS
+
+
+def _all(records):
+    return [r for recs in records.values() for r in recs]
+
+
+def test_layout_and_split_sizes(synthetic_dir, synthetic_records):
+    assert {len(v) for v in synthetic_records.values()} and sum(len(v) for v in synthetic_records.values()) == 12
+    assert len(synthetic_records["test"]) == 4 and len(synthetic_records["val"]) == 2
+    for record in _all(synthetic_records):
+        assert os.path.isfile(os.path.join(synthetic_dir, record["video"]))
+    ids = [r["id"] for r in _all(synthetic_records)]
+    assert len(set(ids)) == len(ids)
+
+
+def test_events_tile_the_clip_in_order(synthetic_records):
+    for record in _all(synthetic_records):
+        events = record["spec"]["events"]
+        assert 2 <= len(events) <= 3
+        assert events[0]["frames"][0] == 0 and events[-1]["frames"][1] == record["num_frames"]
+        for a, b in zip(events, events[1:]):
+            assert a["frames"][1] == b["frames"][0]
+        assert len({e["shape"] for e in events}) == len(events)
+        assert record["caption"].startswith(", then ".join(describe(e) for e in events))
+
+
+def test_captions_name_the_sound_or_silence_and_files_agree(synthetic_dir, synthetic_records):
+    for record in _all(synthetic_records):
+        with av.open(os.path.join(synthetic_dir, record["video"])) as container:
+            has_track = bool(container.streams.audio)
+            codec = container.streams.video[0].codec_context.name
+        assert codec in ("h264", "mpeg4")
+        assert has_track == record["has_audio"]
+        sound = record["spec"]["sound"]
+        if has_track:
+            assert record["caption"].endswith(f"while a {sound} plays") and sound in SOUNDS
+        else:
+            assert record["caption"].endswith(SILENCE_PHRASE) and sound is None
+
+
+def test_pairs_differ_only_in_order_or_sound(synthetic_dir, synthetic_records):
+    by_id = {r["id"]: r for r in _all(synthetic_records)}
+    pairs = json.load(open(os.path.join(synthetic_dir, "pairs.json")))
+    test_ids = {r["id"] for r in synthetic_records["test"]}
+    listed = [tuple(p) for kind in ("order", "sound") for p in pairs[kind]]
+    assert listed and all(a in test_ids and b in test_ids for a, b in listed)
+    for record in by_id.values():
+        if not record["pair"]:
+            continue
+        other = by_id[record["pair"]["partner"]]
+        assert other["pair"] == {"kind": record["pair"]["kind"], "partner": record["id"]}
+        mine, theirs = record["caption"].split(", then "), other["caption"].split(", then ")
+        assert record["caption"] != other["caption"]
+        if record["pair"]["kind"] == "order":
+            assert record["spec"]["sound"] == other["spec"]["sound"]
+            assert sorted(map(describe, record["spec"]["events"])) == sorted(map(describe, other["spec"]["events"]))
+        else:
+            assert record["spec"]["sound"] != other["spec"]["sound"] and None not in (record["spec"]["sound"], other["spec"]["sound"])
+            assert mine[:-1] == theirs[:-1]
+            assert np.array_equal(render_frames(record["spec"], 32), render_frames(other["spec"], 32))
+
+
+def test_reorder_and_resound_properties():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        spec = sample_spec(rng, num_frames=24, sound="low hum")
+        flipped = reorder(spec, rng)
+        assert [e["shape"] for e in flipped["events"]] != [e["shape"] for e in spec["events"]]
+        assert caption(flipped) != caption(spec)
+        assert resound(spec, rng)["sound"] in set(SOUNDS) - {"low hum"}
+
+
+def test_object_states_follow_the_events():
+    spec = {"num_frames": 24, "sound": None, "events": [
+        {"action": "moves", "shape": "square", "colour": "red", "direction": "right",
+         "from": [1 / 6, 0.5], "to": [0.5, 0.5], "frames": [0, 12], "at": 6},
+        {"action": "appears", "shape": "circle", "colour": "blue", "from": [5 / 6, 5 / 6], "frames": [12, 24], "at": 18},
+    ]}
+    assert caption(spec) == "a red square moves right, then a blue circle appears, in silence"
+    assert [o["shape"] for o in object_states(spec, 17)] == ["square"]
+    assert [o["shape"] for o in object_states(spec, 18)] == ["square", "circle"]
+    assert object_states(spec, 0)[0]["centre"] == [1 / 6, 0.5]
+    assert object_states(spec, 11)[0]["centre"] == [0.5, 0.5]
+    frames = render_frames(spec, 48)
+    assert tuple(frames[0, 24, 8]) == COLOURS["red"] and tuple(frames[20, 40, 40]) == COLOURS["blue"]
+
+
+def test_same_seed_same_set(tmp_path):
+    cfg = SyntheticConfig(num=4, seed=11, size=32, num_frames=8, workers=1)
+    generate(str(tmp_path / "a"), cfg, progress=False)
+    generate(str(tmp_path / "b"), cfg, progress=False)
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "pairs.json", "tokenizer.json"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    other = SyntheticConfig(num=4, seed=12, size=32, num_frames=8, workers=1)
+    generate(str(tmp_path / "c"), other, progress=False)
+    assert (tmp_path / "a" / "train.jsonl").read_text() != (tmp_path / "c" / "train.jsonl").read_text()
+
+
+def test_tokenizer_round_trips_captions(synthetic_dir, synthetic_records):
+    tok = load_tokenizer(synthetic_dir)
+    assert (tok.pad_token, tok.cls_token, tok.sep_token, tok.bos_token, tok.eos_token, tok.mask_token) == (
+        "[PAD]", "[CLS]", "[SEP]", "[BOS]", "[SEP]", "[MASK]")
+    assert tok.pad_token_id == 0 and tok.unk_token_id not in (None, tok.pad_token_id)
+    for record in _all(synthetic_records):
+        ids = tok(record["caption"])["input_ids"]
+        assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and tok.unk_token_id not in ids
+        assert tok.decode(ids, skip_special_tokens=True) == record["caption"]
+    words = set(" ".join(SHAPES + tuple(COLOURS)).split())
+    assert all(len(tok.tokenize(w)) == 1 for w in words)  # the closed vocabulary is whole words
+    with pytest.raises(FileNotFoundError, match="make_synthetic"):
+        load_tokenizer(os.path.dirname(synthetic_dir))
+
+
+def test_cli_arguments_map_to_the_config():
+    out, cfg = parse_args(["/tmp/x", "--num", "50", "--seed", "4", "--size", "64", "--silent-fraction", "0.5"])
+    assert out == "/tmp/x" and (cfg.num, cfg.seed, cfg.size, cfg.silent_fraction, cfg.fps) == (50, 4, 64, 0.5, 8)
+    with pytest.raises(ValueError, match="even"):
+        parse_args(["/tmp/x", "--size", "33"])

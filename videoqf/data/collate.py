@@ -1,0 +1,33 @@
+"""Batch ``VideoTextDataset`` items, padding frames and audio to the batch's longest with masks.
+
+Batch (B items, T = longest frame count, S = longest audio):
+frames [B, T, 3, H, W] (zeros where padded), frame_mask [B, T] bool, timestamps [B, T],
+audio [B, S] float (zeros for padding and for clips without audio) or None when no clip of the batch
+has audio, audio_mask [B, S] bool ([B, 0] when audio is None), caption list[str], video_id [B] long,
+path list[str], index [B] long.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+
+def collate_clips(batch: list[dict]) -> dict:
+    has_audio = any(item["audio"] is not None for item in batch)
+    if has_audio:
+        waves = [item["audio"] if item["audio"] is not None else torch.zeros(len(item["audio_mask"])) for item in batch]
+        audio = pad_sequence(waves, batch_first=True)
+        audio_mask = pad_sequence([item["audio_mask"] for item in batch], batch_first=True, padding_value=False)
+    else:
+        audio, audio_mask = None, torch.zeros(len(batch), 0, dtype=torch.bool)
+    return {
+        "frames": pad_sequence([item["frames"] for item in batch], batch_first=True),
+        "frame_mask": pad_sequence([item["frame_mask"] for item in batch], batch_first=True, padding_value=False),
+        "timestamps": pad_sequence([item["timestamps"] for item in batch], batch_first=True),
+        "audio": audio,
+        "audio_mask": audio_mask,
+        "caption": [item["caption"] for item in batch],
+        "video_id": torch.tensor([item["video_id"] for item in batch], dtype=torch.long),
+        "path": [item["path"] for item in batch],
+        "index": torch.tensor([item["index"] for item in batch], dtype=torch.long),
+    }

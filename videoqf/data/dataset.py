@@ -1,0 +1,120 @@
+"""Video-text dataset over annotation records: decodes clips with ``load_clip`` per item.
+
+Bad videos: an unreadable file (``VideoDecodeError``) is logged once with its path and cause,
+counted, and replaced by the next readable item, so one broken file does not stop an epoch. A run
+stops with a ``RuntimeError`` naming the counts once the bad videos this process has met exceed
+``max_bad_fraction`` of the videos it is responsible for (all of them in the main process, about
+1/W of them in each of W DataLoader workers): a broken dataset then fails early and loudly.
+
+Workers: nothing holds an open decoder, so the dataset pickles to DataLoader workers and every
+worker opens its files itself. Randomness (random samplers, caption choice) is seeded by
+(seed, epoch, index), so an item is the same in any worker; call ``set_epoch`` each epoch.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from torch.utils.data import Dataset, get_worker_info
+
+from videoqf.data.annotations import VideoRecord
+from videoqf.data.errors import VideoDecodeError
+from videoqf.data.samplers import FrameSampler
+from videoqf.data.video import IMAGENET_MEAN, IMAGENET_STD, load_clip
+
+logger = logging.getLogger(__name__)
+
+CAPTION_MODES = ("random", "first", "all")
+
+
+class VideoTextDataset(Dataset):
+    """Items are dicts (notation: T frames, S audio samples at 16 kHz):
+
+    frames [T, 3, H, W] float, frame_mask [T] bool, timestamps [T] float seconds,
+    audio [S] float or None, audio_mask [S] bool, caption str, video_id int (shared by the captions
+    of one video), path str, index int (the item actually returned, after skipping bad videos).
+
+    caption_mode: "random" (one item per video, a caption drawn per epoch), "first" (one item per
+    video, its first caption) or "all" (one item per caption).
+    """
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        sampler: FrameSampler,
+        *,
+        image_size: int = 224,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        audio: bool = True,
+        max_bad_fraction: float = 0.01,
+        caption_mode: str = "random",
+        seed: int = 0,
+        backend: str = "auto",
+    ):
+        if caption_mode not in CAPTION_MODES:
+            raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
+        if not records:
+            raise ValueError("VideoTextDataset needs at least one record")
+        self.records = records
+        self.sampler = sampler
+        self.clip_kwargs = dict(image_size=image_size, mean=mean, std=std, audio=audio, backend=backend)
+        self.max_bad_fraction = max_bad_fraction
+        self.caption_mode = caption_mode
+        self.seed = seed
+        self.epoch = 0
+        # (record index, caption index); -1 = draw one at random
+        pick = {"random": [-1], "first": [0]}
+        self.items = [
+            (r, c) for r, rec in enumerate(records) for c in pick.get(caption_mode, range(len(rec.captions)))
+        ]
+        self.bad_paths: dict[str, str] = {}  # path -> cause, in this process
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def num_bad(self) -> int:
+        return len(self.bad_paths)
+
+    def _budget(self) -> float:
+        """Bad videos this process may meet before giving up."""
+        info = get_worker_info()
+        share = len(self.records) / (info.num_workers if info is not None else 1)
+        return self.max_bad_fraction * share
+
+    def _note_bad(self, record: VideoRecord, error: VideoDecodeError) -> None:
+        if record.video not in self.bad_paths:
+            self.bad_paths[record.video] = error.cause
+            logger.warning("skipping unreadable video %s: %s", record.video, error.cause)
+        if self.num_bad > self._budget():
+            raise RuntimeError(
+                f"{self.num_bad} unreadable videos met out of {len(self.records)} in the dataset (this process' "
+                f"budget: max_bad_fraction={self.max_bad_fraction} -> {self._budget():.2f}); last: {error}"
+            )
+
+    def __getitem__(self, index: int) -> dict:
+        for offset in range(len(self.items)):
+            item = (index + offset) % len(self.items)
+            rec_idx, cap_idx = self.items[item]
+            record = self.records[rec_idx]
+            if record.video in self.bad_paths:
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, item])
+            try:
+                clip = load_clip(record.video, self.sampler, start=record.start, end=record.end, seed=rng,
+                                 **self.clip_kwargs)
+            except VideoDecodeError as error:
+                self._note_bad(record, error)
+                continue
+            if cap_idx < 0:
+                cap_idx = int(rng.integers(len(record.captions)))
+            return {
+                "frames": clip.frames, "frame_mask": clip.frame_mask, "timestamps": clip.timestamps,
+                "audio": clip.audio, "audio_mask": clip.audio_mask, "caption": record.captions[cap_idx],
+                "video_id": record.video_id, "path": record.video, "index": item,
+            }
+        raise RuntimeError(f"no readable video left in the dataset ({self.num_bad} unreadable)")

@@ -1,0 +1,122 @@
+"""Clip specifications of the synthetic world: events in order, their frame spans, and the caption.
+
+A spec is a plain dict (it goes into the JSONL as metadata): each event has its own object (distinct
+shapes within a clip) and its own span of frames ``[start, stop)``, the spans tiling the clip in
+order. Within its span an event is visible: "appears" and "turns" happen at the span's middle frame
+(``at``), "moves" slides one grid cell linearly from the span's first to its last frame. Objects of
+"moves"/"turns" events are on screen from frame 0; an "appears" object from its ``at`` frame.
+Positions are fractions of the frame size on a 3x3 grid, so the spec does not depend on resolution.
+
+``object_states(spec, i)`` says what frame ``i`` shows; the renderer draws from it and tests use it
+to check decoded pixels. ``reorder`` and ``resound`` derive the partner of an order pair / sound pair.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from videoqf.data.synthetic.vocab import ACTIONS, COLOURS, DIRECTIONS, SHAPES, SILENCE_PHRASE, SOUNDS
+
+GRID = 3
+
+
+def _cell_centre(col: int, row: int) -> list[float]:
+    return [(col + 0.5) / GRID, (row + 0.5) / GRID]
+
+
+def _spans(num_events: int, num_frames: int) -> list[list[int]]:
+    edges = np.linspace(0, num_frames, num_events + 1).round().astype(int)
+    return [[int(a), int(b)] for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _retime(events: list[dict], num_frames: int) -> None:
+    """Give events consecutive spans in list order (and the instant of appear/turn events)."""
+    for event, (start, stop) in zip(events, _spans(len(events), num_frames)):
+        event["frames"] = [start, stop]
+        event["at"] = (start + stop) // 2
+
+
+def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None) -> dict:
+    """A random clip: 2-3 events with distinct shapes on distinct grid cells."""
+    num_events = int(rng.integers(2, 4))
+    shapes = rng.permutation(len(SHAPES))[:num_events]
+    free = {(c, r) for c in range(GRID) for r in range(GRID)}
+    events = []
+    for shape in shapes:
+        action = ACTIONS[int(rng.integers(len(ACTIONS)))]
+        colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+        event = {"action": action, "shape": SHAPES[shape], "colour": colour}
+        if action == "moves":
+            moves = [
+                (cell, d, (cell[0] + dx, cell[1] + dy))
+                for cell in sorted(free)
+                for d, (dx, dy) in DIRECTIONS.items()
+                if (cell[0] + dx, cell[1] + dy) in free
+            ]
+            cell, direction, target = moves[int(rng.integers(len(moves)))]
+            event.update(direction=direction, to=_cell_centre(*target))
+            free.discard(target)
+        else:
+            cell = sorted(free)[int(rng.integers(len(free)))]
+            if action == "turns":
+                others = [c for c in COLOURS if c != colour]
+                event["new_colour"] = others[int(rng.integers(len(others)))]
+        event["from"] = _cell_centre(*cell)
+        free.discard(cell)
+        events.append(event)
+    _retime(events, num_frames)
+    return {"num_frames": num_frames, "events": events, "sound": sound}
+
+
+def describe(event: dict) -> str:
+    subject = f"a {event['colour']} {event['shape']}"
+    if event["action"] == "moves":
+        return f"{subject} moves {event['direction']}"
+    if event["action"] == "turns":
+        return f"{subject} turns {event['new_colour']}"
+    return f"{subject} appears"
+
+
+def caption(spec: dict) -> str:
+    """'a red square moves left, then a blue circle appears, while a low hum plays'."""
+    sound = f"while a {spec['sound']} plays" if spec["sound"] else SILENCE_PHRASE
+    return ", then ".join(describe(e) for e in spec["events"]) + f", {sound}"
+
+
+def reorder(spec: dict, rng: np.random.Generator) -> dict:
+    """Same objects, places and sound; the events happen in another order."""
+    out = copy.deepcopy(spec)
+    n = len(out["events"])
+    perm = rng.permutation(n)
+    while (perm == np.arange(n)).all():
+        perm = rng.permutation(n)
+    out["events"] = [out["events"][i] for i in perm]
+    _retime(out["events"], out["num_frames"])
+    return out
+
+
+def resound(spec: dict, rng: np.random.Generator) -> dict:
+    """Same pictures; another sound."""
+    out = copy.deepcopy(spec)
+    others = [s for s in SOUNDS if s != spec["sound"]]
+    out["sound"] = others[int(rng.integers(len(others)))]
+    return out
+
+
+def object_states(spec: dict, frame: int) -> list[dict]:
+    """What frame ``frame`` shows: visible objects as {shape, colour, rgb, centre (x, y fractions)}."""
+    states = []
+    for event in spec["events"]:
+        start, stop = event["frames"]
+        if event["action"] == "appears" and frame < event["at"]:
+            continue
+        colour = event["colour"]
+        if event["action"] == "turns" and frame >= event["at"]:
+            colour = event["new_colour"]
+        centre = event["from"]
+        if event["action"] == "moves":
+            alpha = float(np.clip((frame - start) / max(1, stop - 1 - start), 0.0, 1.0))
+            centre = [a + alpha * (b - a) for a, b in zip(event["from"], event["to"])]
+        states.append({"shape": event["shape"], "colour": colour, "rgb": COLOURS[colour], "centre": centre})
+    return states
