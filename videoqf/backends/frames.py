@@ -1,15 +1,21 @@
 """The per-frame Q-Former stage shared by ``cascaded``, ``framewise`` and ``meanpool``.
 
+``FrameHeadBackend`` is the common part of the backends whose head IS the frame Q-Former (framewise,
+meanpool): its config (``FrameQFormerConfig``) and the per-frame pass.
+
 BLIP-2's image Q-Former is applied to every real frame of the batch at once: the real frames are
 gathered to one batch of V frames (masked frame slots cost nothing and cannot leak), and the query
 outputs are scattered back to [B, T, Q, H] with zeros in the masked slots.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from einops import rearrange, repeat
 
-from videoqf.qformer import CrossContext, QFormer
+from videoqf.backends.base import VideoBackend, check_frames, tiny_qformer
+from videoqf.qformer import CrossContext, QFormer, QFormerConfig
 
 
 def clip_and_frame_contexts(
@@ -57,3 +63,35 @@ def frame_queries(
     full = out.new_zeros(*frame_mask.shape, *out.shape[1:])
     full[frame_mask] = out
     return full
+
+
+@dataclass
+class FrameQFormerConfig:
+    """The head is BLIP-2's image Q-Former (default: BLIP-2 size, EVA ViT-g tokens, text branch)."""
+
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+
+    def __post_init__(self) -> None:
+        if not self.qformer.text_branch:
+            raise ValueError("the frame Q-Former is the head here: it needs text_branch=True for VTC/VTM/VTG")
+
+    @classmethod
+    def tiny(cls) -> "FrameQFormerConfig":
+        return cls(qformer=tiny_qformer())
+
+
+class FrameHeadBackend(VideoBackend):
+    """A backend whose head is the frame Q-Former; subclasses turn the per-frame queries into tokens."""
+
+    def __init__(self, config: FrameQFormerConfig):
+        super().__init__(vision_width=config.qformer.encoder_width)
+        self.config = config
+        self.head = QFormer(config.qformer)
+
+    def frame_pass(
+        self, frame_features: torch.Tensor, frame_mask: torch.Tensor | None, text_ids, text_mask
+    ) -> tuple[CrossContext, torch.Tensor, torch.Tensor]:
+        """-> (clip context [B, T*N], per-frame queries [B, T, Q, H] (zeros at masked slots), frame_mask)."""
+        frame_mask = check_frames(frame_features, frame_mask, self.vision_width)
+        context, frame_context = clip_and_frame_contexts(self.head, self.ln_vision(frame_features), frame_mask)
+        return context, frame_queries(self.head, frame_context, frame_mask, text_ids, text_mask), frame_mask
