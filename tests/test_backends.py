@@ -159,8 +159,8 @@ def test_registry_rejects_bad_names_keys_and_types():
 
 
 def test_overrides_reach_the_built_backend():
-    backend = build_backend("cascaded", backend_config("cascaded", {"audio": False, "video_qformer": {"num_queries": 3}},
-                                                       preset="tiny"))
+    overrides = {"audio": False, "video_qformer": {"num_queries": 3}}
+    backend = build_backend("cascaded", backend_config("cascaded", overrides, preset="tiny"))
     assert backend.audio_branch is None and backend.head.query_tokens.shape[1] == 3
     with pytest.raises(ValueError, match="group_sizes"):
         backend_config("spatiotemporal", {"group_sizes": [1, 2]}, preset="tiny")

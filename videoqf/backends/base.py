@@ -68,7 +68,9 @@ def check_frames(frame_features: torch.Tensor, frame_mask: torch.Tensor | None, 
     if frame_mask is None:
         return torch.ones(frame_features.shape[:2], dtype=torch.bool, device=frame_features.device)
     if frame_mask.shape != frame_features.shape[:2]:
-        raise ValueError(f"frame_mask {tuple(frame_mask.shape)} does not match frames {tuple(frame_features.shape[:2])}")
+        raise ValueError(
+            f"frame_mask {tuple(frame_mask.shape)} does not match frames {tuple(frame_features.shape[:2])}"
+        )
     frame_mask = frame_mask.bool()
     if not bool(frame_mask.any(dim=1).all()):
         raise ValueError("every clip needs at least one real frame (a row of frame_mask is all False)")

@@ -104,7 +104,9 @@ class CascadedBackend(VideoBackend):
         self.config = config
         self.frame_qformer = QFormer(config.frame_qformer)
         self.head = QFormer(config.video_qformer)
-        pe_width = config.frame_qformer.encoder_width if config.pe_position == "features" else config.frame_qformer.hidden_size
+        pe_width = (
+            config.frame_qformer.encoder_width if config.pe_position == "features" else config.frame_qformer.hidden_size
+        )
         self.frame_position = (
             TemporalPositionEmbedding(num_positions=config.max_frames, dim=pe_width) if config.temporal_pe else None
         )

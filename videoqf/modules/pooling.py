@@ -45,7 +45,8 @@ class AttentivePooling(nn.Module):
         if segment_frames < 1:
             raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
         self.segment_frames = segment_frames
-        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1, bias=False))  # softmax ignores a shift
+        # no bias on the last Linear: the softmax ignores a shift of all scores
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1, bias=False))
 
     def forward(self, tokens: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         frames = tokens.shape[1]
