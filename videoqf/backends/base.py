@@ -1,0 +1,120 @@
+"""The one interface every video backend has: frame features in, ``VideoTokens`` out.
+
+A backend sits between the frozen encoders and the projector / LLM (see DESIGN.md). It owns only
+trainable parts: BLIP-2's ``ln_vision`` LayerNorm over the frozen features (and one over the audio
+features), the Q-Former(s), position embeddings, pooling. Its ``head`` is the ``QFormer`` whose queries
+give the video tokens; the head carries the text branch (text embeddings, text FFN, LM head), so the
+stage-1 objectives (VTC / VTM / VTG, in ``videoqf.objectives``) work the same for every backend:
+
+    vt = backend(frame_features, frame_mask)                         # VTC: vt.tokens vs text features
+    backend.head(context=vt.context.select(idx), text_ids=..., text_mask=..., mode="bidirectional")  # VTM
+    backend.head(text_ids=..., mode="causal", past_key_values=vt.query_cache)  # VTG (or with context=)
+
+Backends without an audio branch do not read ``audio_tokens`` (the data pipeline may still pass them).
+
+Notation: B batch, T frame slots, N tokens per frame, Dv vision width, S audio segments, Na tokens per
+segment, Da audio width, L text length, M output tokens, H hidden width of the head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from videoqf.qformer import CrossContext, QFormer, QFormerCache, QFormerConfig
+
+# Feature widths of the tiny presets (tests build random features of these widths).
+TINY_VISION_WIDTH = 48
+TINY_AUDIO_WIDTH = 40
+
+
+def tiny_qformer(**overrides) -> QFormerConfig:
+    """A 2-layer, 64-wide Q-Former config for tests; ``overrides`` replace any field."""
+    base = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, cross_attention_frequency=1,
+                encoder_width=TINY_VISION_WIDTH, num_queries=4, vocab_size=100, max_text_len=32)
+    return QFormerConfig(**{**base, **overrides})
+
+
+@dataclass
+class VideoTokens:
+    """What a backend hands on.
+
+    tokens: [B, M, H] video tokens for the projector / LLM and for VTC; the first ``head_queries`` are
+        the head's query outputs (for ``cascaded`` with audio the audio tokens follow).
+    mask: [B, M] bool, True for real tokens (masked tokens keep batch shapes fixed; never drop them).
+    context: the head's cross-attention keys/values of this video, to re-run the head with text.
+    head_queries: how many leading tokens are the head's query outputs.
+    query_cache: the head's self-attention cache of the query pass (to continue with causal text, VTG);
+        None when an instruction was given (queries that saw text cannot seed a causal pass) or when the
+        backend's tokens are not one head pass over ``context`` (framewise, meanpool: re-run the head).
+    frame_weights: [B, T] attentive-pooling weights (spatiotemporal), for inspection; else None.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    context: CrossContext
+    head_queries: int
+    query_cache: QFormerCache | None = None
+    frame_weights: torch.Tensor | None = None
+
+
+def check_frames(frame_features: torch.Tensor, frame_mask: torch.Tensor | None, width: int) -> torch.Tensor:
+    """Validate ``frame_features`` [B, T, N, Dv] and return the frame mask [B, T] bool (all True if None)."""
+    if frame_features.dim() != 4:
+        raise ValueError(f"frame_features must be [B, T, N, Dv], got shape {tuple(frame_features.shape)}")
+    if frame_features.shape[-1] != width:
+        raise ValueError(f"frame_features are {frame_features.shape[-1]} wide but the backend expects {width}")
+    if frame_mask is None:
+        return torch.ones(frame_features.shape[:2], dtype=torch.bool, device=frame_features.device)
+    if frame_mask.shape != frame_features.shape[:2]:
+        raise ValueError(
+            f"frame_mask {tuple(frame_mask.shape)} does not match frames {tuple(frame_features.shape[:2])}"
+        )
+    frame_mask = frame_mask.bool()
+    if not bool(frame_mask.any(dim=1).all()):
+        raise ValueError("every clip needs at least one real frame (a row of frame_mask is all False)")
+    return frame_mask
+
+
+def run_head(
+    head: QFormer, context: CrossContext, text_ids: torch.Tensor | None, text_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, QFormerCache | None]:
+    """The head's query pass: [B, Q, H] outputs and a cache for VTG, or, with an instruction
+    (InstructBLIP), a bidirectional pass over ``[queries; instruction]`` and no cache."""
+    if text_ids is None:
+        out = head(context=context, use_cache=True)
+        return out.query_output, out.past_key_values
+    out = head(context=context, text_ids=text_ids, text_mask=text_mask, mode="bidirectional")
+    return out.query_output, None
+
+
+class VideoBackend(nn.Module):
+    """Base of every backend: ``ln_vision``, the ``head`` contract and gradient checkpointing.
+
+    Subclasses set ``self.head`` (a ``QFormer`` with a text branch) and implement ``forward`` and
+    ``num_output_tokens``.
+
+    forward(frame_features [B, T, N, Dv], frame_mask [B, T] bool, *, audio_tokens [B, S, Na, Da] = None,
+            audio_mask [B, S] bool = None, text_ids [B, L] = None, text_mask [B, L] = None) -> VideoTokens
+    """
+
+    head: QFormer
+
+    def __init__(self, *, vision_width: int, layer_norm_eps: float = 1e-5):
+        super().__init__()
+        self.vision_width = vision_width
+        self.ln_vision = nn.LayerNorm(vision_width, eps=layer_norm_eps)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.head.config.hidden_size
+
+    def num_output_tokens(self, num_frames: int, *, audio: bool = False) -> int:
+        """M, the number of tokens handed to the LLM for a clip of ``num_frames`` frames."""
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for module in self.modules():
+            if isinstance(module, QFormer):
+                module.set_grad_checkpointing(enable)

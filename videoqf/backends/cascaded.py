@@ -1,0 +1,162 @@
+"""``cascaded``: Video-LLaMA's two-stage video Q-Former (Zhang et al., 2023, arXiv:2306.02858).
+
+frame features --ln_vision--> frame Q-Former (BLIP-2's image Q-Former, shared over frames)
+  --> + learned frame position embedding (32 positions; on the query outputs as Video-LLaMA, or on
+        the frame features with ``pe_position="features"``; stretched past 32, see modules/position.py)
+  --> video Q-Former (2 layers, cross-attention every layer, 32 queries) over all frames' query outputs
+      (a masked frame's query tokens are masked) = the head, with the text branch
+  [+ audio branch: ImageBind-style segment tokens --LayerNorm--> + segment position embedding (8)
+     --> audio Q-Former (2 layers, 8 queries) --> Linear to the head's width when different;
+     appended after the video tokens; a clip without audio gets those tokens masked, not dropped.]
+
+Video-LLaMA freezes the image Q-Former (and ``ln_vision``): ``freeze_frame_qformer=True``.
+Video-LLaMA gives the audio tokens their own LLM projection; here they share the video tokens' projector
+after the Linear, so the LLM bridge stays the same for every backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from videoqf.backends.base import TINY_AUDIO_WIDTH, VideoBackend, VideoTokens, check_frames, run_head, tiny_qformer
+from videoqf.backends.frames import frame_queries
+from videoqf.backends.registry import register_backend
+from videoqf.modules.position import TemporalPositionEmbedding
+from videoqf.qformer import QFormer, QFormerConfig
+
+
+@dataclass
+class CascadedConfig:
+    """Defaults: BLIP-2's image Q-Former (EVA ViT-g, 1408 wide) and Video-LLaMA's video / audio
+    Q-Formers (audio: ImageBind, 1024 wide, 8 segments)."""
+
+    frame_qformer: QFormerConfig = field(default_factory=lambda: QFormerConfig(text_branch=False))
+    video_qformer: QFormerConfig = field(
+        default_factory=lambda: QFormerConfig(num_layers=2, cross_attention_frequency=1, encoder_width=768)
+    )
+    temporal_pe: bool = True
+    pe_position: str = "queries"
+    max_frames: int = 32
+    freeze_frame_qformer: bool = False
+    audio: bool = True
+    audio_qformer: QFormerConfig = field(
+        default_factory=lambda: QFormerConfig(
+            num_layers=2, cross_attention_frequency=1, encoder_width=1024, num_queries=8, text_branch=False
+        )
+    )
+    max_audio_segments: int = 8
+
+    def __post_init__(self) -> None:
+        if self.pe_position not in ("queries", "features"):
+            raise ValueError(f"cascaded.pe_position must be 'queries' or 'features', got {self.pe_position!r}")
+        if self.video_qformer.encoder_width != self.frame_qformer.hidden_size:
+            raise ValueError(
+                f"cascaded.video_qformer.encoder_width={self.video_qformer.encoder_width} must equal "
+                f"frame_qformer.hidden_size={self.frame_qformer.hidden_size} (it reads the frame queries)"
+            )
+        if not self.video_qformer.text_branch:
+            raise ValueError("cascaded.video_qformer is the head: it needs text_branch=True for VTC/VTM/VTG")
+
+    @classmethod
+    def tiny(cls) -> "CascadedConfig":
+        return cls(
+            frame_qformer=tiny_qformer(text_branch=False),
+            video_qformer=tiny_qformer(encoder_width=64),
+            max_frames=8,
+            audio_qformer=tiny_qformer(hidden_size=32, encoder_width=TINY_AUDIO_WIDTH, num_queries=2,
+                                       text_branch=False),
+            max_audio_segments=4,
+        )
+
+
+class AudioBranch(nn.Module):
+    """audio_tokens [B, S, Na, Da], audio_mask [B, S] bool -> tokens [B, Qa, H], mask [B, Qa] bool."""
+
+    def __init__(self, config: QFormerConfig, *, max_segments: int, out_width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.encoder_width)
+        self.segment_position = TemporalPositionEmbedding(num_positions=max_segments, dim=config.encoder_width)
+        self.qformer = QFormer(config)
+        self.proj = nn.Linear(config.hidden_size, out_width) if config.hidden_size != out_width else nn.Identity()
+
+    def forward(self, audio_tokens: torch.Tensor, audio_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if audio_tokens.dim() != 4:
+            raise ValueError(f"audio_tokens must be [B, S, Na, Da], got shape {tuple(audio_tokens.shape)}")
+        if audio_mask is None:
+            audio_mask = torch.ones(audio_tokens.shape[:2], dtype=torch.bool, device=audio_tokens.device)
+        audio_mask = audio_mask.bool()
+        has_audio = audio_mask.any(dim=1)  # [B]
+        x = self.norm(audio_tokens) + self.segment_position(audio_mask)[:, :, None]
+        # A clip without audio attends to its (meaningless) slots so no attention row is empty; its
+        # outputs are then zeroed and masked, so neither its tokens nor its gradient count.
+        token_mask = repeat(audio_mask | ~has_audio[:, None], "b s -> b (s n)", n=x.shape[2])
+        out = self.qformer(rearrange(x, "b s n d -> b (s n) d"), token_mask).query_output
+        out = self.proj(out) * has_audio[:, None, None].to(out.dtype)
+        return out, repeat(has_audio, "b -> b q", q=out.shape[1])
+
+
+class CascadedBackend(VideoBackend):
+    def __init__(self, config: CascadedConfig):
+        super().__init__(vision_width=config.frame_qformer.encoder_width)
+        self.config = config
+        self.frame_qformer = QFormer(config.frame_qformer)
+        self.head = QFormer(config.video_qformer)
+        pe_width = (
+            config.frame_qformer.encoder_width if config.pe_position == "features" else config.frame_qformer.hidden_size
+        )
+        self.frame_position = (
+            TemporalPositionEmbedding(num_positions=config.max_frames, dim=pe_width) if config.temporal_pe else None
+        )
+        self.audio_branch = (
+            AudioBranch(config.audio_qformer, max_segments=config.max_audio_segments, out_width=self.hidden_size)
+            if config.audio
+            else None
+        )
+        if config.freeze_frame_qformer:
+            for module in (self.ln_vision, self.frame_qformer):
+                module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "CascadedBackend":
+        super().train(mode)
+        if self.config.freeze_frame_qformer:  # frozen means eval mode too (no dropout), as Video-LLaMA
+            self.ln_vision.eval()
+            self.frame_qformer.eval()
+        return self
+
+    def num_output_tokens(self, num_frames: int, *, audio: bool = False) -> int:
+        with_audio = audio and self.audio_branch is not None
+        return self.config.video_qformer.num_queries + (self.config.audio_qformer.num_queries if with_audio else 0)
+
+    def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
+                text_mask=None) -> VideoTokens:
+        frame_mask = check_frames(frame_features, frame_mask, self.vision_width)
+        features = self.ln_vision(frame_features)
+        position = self.frame_position(frame_mask)[:, :, None] if self.frame_position is not None else None
+        if position is not None and self.config.pe_position == "features":
+            features = features + position
+        queries = frame_queries(
+            self.frame_qformer, self.frame_qformer.encode_context(features[frame_mask]), frame_mask
+        )  # [B, T, Qf, Hf]
+        if position is not None and self.config.pe_position == "queries":
+            queries = queries + position
+        context = self.head.encode_context(
+            rearrange(queries, "b t q h -> b (t q) h"), repeat(frame_mask, "b t -> b (t q)", q=queries.shape[2])
+        )
+        tokens, cache = run_head(self.head, context, text_ids, text_mask)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        if self.audio_branch is not None and audio_tokens is not None:
+            audio, audio_token_mask = self.audio_branch(audio_tokens, audio_mask)
+            tokens = torch.cat([tokens, audio], dim=1)
+            mask = torch.cat([mask, audio_token_mask], dim=1)
+        return VideoTokens(
+            tokens=tokens, mask=mask, context=context, head_queries=self.config.video_qformer.num_queries,
+            query_cache=cache,
+        )
+
+
+@register_backend("cascaded", config=CascadedConfig)
+def cascaded(config: CascadedConfig) -> CascadedBackend:
+    return CascadedBackend(config)

@@ -1,0 +1,123 @@
+"""``spatiotemporal``: one Q-Former that queries space and time at once, with FFN experts (Video Q-Former).
+
+frame features --ln_vision--> attentive pooling (segment importance; tokens reweighted, see
+modules/pooling.py; ``attentive_pooling: false`` skips it) --> optional spatial average pooling to
+``tokens_per_frame`` --> + learned temporal position embedding (width Dv, one vector per frame added to
+all its tokens; stretched past ``max_frames``) --> ONE Q-Former (the head, with the text branch)
+cross-attending to all frames' tokens [B, T*N', Dv] (masked frames masked) --> its queries are the tokens.
+
+Expert routing (our design, in the spirit of BLIP-2's separate query / text FFNs; see modules/ffn.py):
+the routing is by position and fixed, so it costs nothing and is exactly testable.
+- The queries are split, in order, into three groups of ``group_sizes`` = [spatial, temporal, semantic].
+  Spatial queries go through SP-FFN, temporal queries through T-FFN, semantic queries through SM-FFN.
+- Text tokens (VTC / VTM / VTG, instructions) go through SM-FFN too: the semantic expert is shared by
+  the semantic queries and the text, so it is where video and language meet (as BLIP-2's text FFN is
+  for text); SP-FFN and T-FFN see only vision-side queries.
+- Self-attention (over [queries; text]) and cross-attention (to the frame tokens) are shared by all
+  groups: every query sees every frame token and every other query; only the FFNs are split.
+Nothing forces a "spatial" group to be spatial: the groups get separate capacity and the names say
+what they are meant for; whether they specialise is for the sweep to show.
+``experts: false`` gives BLIP-2's routing (one FFN for all queries, one for text) for comparison.
+An expert Q-Former keeps BLIP-2's layout, so BLIP-2 / BERT weights load into it (see
+videoqf.qformer.convert: SP-FFN and T-FFN start from the query FFN, SM-FFN from the text FFN).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from einops import rearrange, repeat
+
+from videoqf.backends.base import VideoBackend, VideoTokens, check_frames, run_head, tiny_qformer
+from videoqf.backends.registry import register_backend
+from videoqf.modules.pooling import AttentivePooling, spatial_pool
+from videoqf.modules.position import TemporalPositionEmbedding
+from videoqf.qformer import QFormer, QFormerConfig
+
+EXPERTS = ["spatial", "temporal", "semantic"]
+
+
+@dataclass
+class SpatioTemporalConfig:
+    """Defaults: BLIP-2-size Q-Former over EVA ViT-g tokens (1408 wide), 32 queries as 12/12/8.
+
+    ``qformer`` keeps BLIP-2's routing fields; the expert routing is set here (``experts``,
+    ``group_sizes``), in one place.
+    """
+
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    experts: bool = True
+    group_sizes: list[int] = field(default_factory=lambda: [12, 12, 8])
+    attentive_pooling: bool = True
+    segment_frames: int = 1
+    pooling_hidden: int = 256
+    tokens_per_frame: int = 0
+    temporal_pe: bool = True
+    max_frames: int = 32
+
+    def __post_init__(self) -> None:
+        if list(self.qformer.query_experts) != ["query"] or self.qformer.text_expert != "text":
+            raise ValueError(
+                "spatiotemporal.qformer.query_experts / text_expert must stay BLIP-2's; set the routing with "
+                "spatiotemporal.experts and spatiotemporal.group_sizes"
+            )
+        if self.experts and (len(self.group_sizes) != 3 or sum(self.group_sizes) != self.qformer.num_queries):
+            raise ValueError(
+                f"spatiotemporal.group_sizes {list(self.group_sizes)} must be 3 sizes (spatial, temporal, "
+                f"semantic) summing to qformer.num_queries={self.qformer.num_queries}"
+            )
+        if not self.qformer.text_branch:
+            raise ValueError("spatiotemporal.qformer is the head: it needs text_branch=True for VTC/VTM/VTG")
+
+    @property
+    def head_config(self) -> QFormerConfig:
+        if not self.experts:
+            return self.qformer
+        return replace(self.qformer, query_experts=list(EXPERTS), query_group_sizes=list(self.group_sizes),
+                       text_expert="semantic")
+
+    @classmethod
+    def tiny(cls) -> "SpatioTemporalConfig":
+        return cls(qformer=tiny_qformer(num_queries=6), group_sizes=[2, 2, 2], pooling_hidden=16, max_frames=8)
+
+
+class SpatioTemporalBackend(VideoBackend):
+    def __init__(self, config: SpatioTemporalConfig):
+        width = config.qformer.encoder_width
+        super().__init__(vision_width=width)
+        self.config = config
+        self.pooling = (
+            AttentivePooling(dim=width, hidden=config.pooling_hidden, segment_frames=config.segment_frames)
+            if config.attentive_pooling
+            else None
+        )
+        self.frame_position = (
+            TemporalPositionEmbedding(num_positions=config.max_frames, dim=width) if config.temporal_pe else None
+        )
+        self.head = QFormer(config.head_config)
+
+    def num_output_tokens(self, num_frames: int, *, audio: bool = False) -> int:
+        return self.config.qformer.num_queries
+
+    def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
+                text_mask=None) -> VideoTokens:
+        frame_mask = check_frames(frame_features, frame_mask, self.vision_width)
+        features = self.ln_vision(frame_features)
+        weights = None
+        if self.pooling is not None:
+            features, weights = self.pooling(features, frame_mask)
+        features = spatial_pool(features, self.config.tokens_per_frame)
+        if self.frame_position is not None:
+            features = features + self.frame_position(frame_mask)[:, :, None]
+        context = self.head.encode_context(
+            rearrange(features, "b t n d -> b (t n) d"), repeat(frame_mask, "b t -> b (t n)", n=features.shape[2])
+        )
+        tokens, cache = run_head(self.head, context, text_ids, text_mask)
+        return VideoTokens(
+            tokens=tokens, mask=frame_mask.new_ones(tokens.shape[:2]), context=context,
+            head_queries=tokens.shape[1], query_cache=cache, frame_weights=weights,
+        )
+
+
+@register_backend("spatiotemporal", config=SpatioTemporalConfig)
+def spatiotemporal(config: SpatioTemporalConfig) -> SpatioTemporalBackend:
+    return SpatioTemporalBackend(config)
