@@ -29,20 +29,21 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: bad key {key!r}: {reason}") from None
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build a ``schema`` instance from its defaults, an optional YAML file and ``key.sub=value`` overrides.
+def load_config(schema: type[T], path: str | Path | Sequence[str | Path] | None = None,
+                overrides: Sequence[str] = ()) -> T:
+    """Build a ``schema`` instance from its defaults, YAML file(s) and ``key.sub=value`` overrides.
 
-    Later sources win. Values in overrides are parsed as YAML (``train.lr=1e-4``, ``data.audio=false``,
+    Later sources win (files in the order given, then the overrides). Values in overrides are parsed as YAML (``train.lr=1e-4``, ``data.audio=false``,
     ``model.groups=[8,8,16]``).
     """
     if not is_dataclass(schema):
         raise TypeError(f"{schema!r} is not a dataclass schema")
     cfg = OmegaConf.structured(schema)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        cfg = _merge(cfg, OmegaConf.load(path), str(path))
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    for file in map(Path, paths):
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        cfg = _merge(cfg, OmegaConf.load(file), str(file))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")

@@ -1,0 +1,114 @@
+"""Stage 1 of BLIP-2 for video: VTC, VTM and VTG over a backend's head Q-Former.
+
+Follows BLIP-2 (Li et al., 2023, section 3.2; LAVIS ``blip2_qformer.py``) with the losses kept apart
+from the backend (``videoqf.objectives``): the backend maps a video to ``VideoTokens``; this module
+runs the head's text branch the three ways the objectives need and adds the weighted losses.
+
+- VTC: the head's query outputs (unimodal) against the text's first token from a text-only pass.
+- VTM: hard negatives drawn from the VTC similarities over the global batch; the head re-runs with
+  ``[queries; text]`` bi-directionally on the cached cross-attention context of the paired video.
+- VTG: the caption, first token replaced by BOS, decodes causally while seeing all queries; the
+  queries' keys/values come from the backend's query pass (``VideoTokens.query_cache``) when it has one.
+
+Only the head's query outputs take part (for ``cascaded`` with audio, the audio tokens reach the LLM in
+stage 2 but not these losses, as in Video-LLaMA, whose audio branch is trained apart).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from videoqf.backends import VideoBackend, VideoTokens
+from videoqf.objectives.config import ObjectivesConfig
+from videoqf.objectives.distributed import gather_cat, get_rank, get_world_size
+from videoqf.objectives.vtc import VideoTextContrastive
+from videoqf.objectives.vtg import decoder_input_ids, video_grounded_generation_loss
+from videoqf.objectives.vtm import VideoTextMatching, matching_pairs, sample_hard_negatives
+from videoqf.qformer import CrossContext
+
+
+def gather_context(context: CrossContext) -> CrossContext:
+    """Every rank's cross-attention keys/values (with gradient), so VTM can pair across the global batch."""
+    if get_world_size() == 1:
+        return context
+    kv = [(gather_cat(k), gather_cat(v)) for k, v in context.kv]
+    mask = None if context.mask is None else gather_cat(context.mask, with_grad=False)
+    return CrossContext(kv=kv, mask=mask)
+
+
+class Stage1Objectives(nn.Module):
+    """VTC + VTM + VTG heads (projections, temperature, matching head) and their weighted sum."""
+
+    def __init__(self, hidden_size: int, config: ObjectivesConfig, *, bos_token_id: int):
+        super().__init__()
+        self.config = config
+        self.bos_token_id = bos_token_id
+        self.vtc = VideoTextContrastive.from_config(hidden_size, config)
+        self.vtm = VideoTextMatching(hidden_size)
+
+    def text_features(self, backend: VideoBackend, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L] ids -> [B, D] unit-norm contrastive text embeddings (text-only pass, first token)."""
+        cls = backend.head(text_ids=text_ids, text_mask=text_mask).text_output[:, 0]
+        return self.vtc.embed_text(cls)
+
+    def video_features(self, vt: VideoTokens) -> torch.Tensor:
+        """[B, Q, D] unit-norm contrastive video embeddings (one per head query)."""
+        return self.vtc.embed_video(vt.tokens[:, : vt.head_queries])
+
+    def matching_scores(self, backend: VideoBackend, context: CrossContext, text_ids: torch.Tensor,
+                        text_mask: torch.Tensor) -> torch.Tensor:
+        """Probability that each (video, text) row pair matches: [B]."""
+        out = backend.head(context=context, text_ids=text_ids, text_mask=text_mask, mode="bidirectional")
+        logits = self.vtm.itm_head(out.query_output).mean(dim=1)
+        return logits.softmax(-1)[:, 1]
+
+    def forward(
+        self,
+        backend: VideoBackend,
+        vt: VideoTokens,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        video_ids: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """vt: the backend's output for B clips; text_ids / text_mask: [B, L] (padded to one length on
+        every rank); video_ids: [B] (same id = same video). Returns ``loss`` and each part."""
+        cfg = self.config
+        head = backend.head
+        logs: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=vt.tokens.device)
+        query_output = vt.tokens[:, : vt.head_queries]
+
+        text_cls = head(text_ids=text_ids, text_mask=text_mask).text_output[:, 0]
+        vtc = self.vtc(query_output, text_cls, video_ids)
+        logs["vtc"] = vtc["loss"]
+        total = total + cfg.vtc_weight * vtc["loss"]
+
+        if cfg.vtm_weight > 0:
+            rank = get_rank()
+            negatives = sample_hard_negatives(vtc["sim_t2v"], vtc["sim_v2t"], video_ids, vtc["video_ids_all"],
+                                              rank, generator=generator)
+            video_idx, text_idx, labels = matching_pairs(negatives, rank)
+            context_all = gather_context(vt.context)
+            ids_all = gather_cat(text_ids, with_grad=False)
+            mask_all = gather_cat(text_mask, with_grad=False)
+            out = head(context=context_all.select(video_idx), text_ids=ids_all[text_idx],
+                       text_mask=mask_all[text_idx], mode="bidirectional")
+            vtm = self.vtm(out.query_output, labels)
+            logs["vtm"] = vtm["loss"]
+            total = total + cfg.vtm_weight * vtm["loss"]
+
+        if cfg.vtg_weight > 0:
+            dec_ids = decoder_input_ids(text_ids, self.bos_token_id)
+            if vt.query_cache is not None:
+                out = head(text_ids=dec_ids, text_mask=text_mask, mode="causal", past_key_values=vt.query_cache)
+            else:
+                out = head(context=vt.context, text_ids=dec_ids, text_mask=text_mask, mode="causal")
+            vtg = video_grounded_generation_loss(head.lm_logits(out.text_output), text_ids, text_mask,
+                                                 label_smoothing=cfg.vtg_label_smoothing)
+            logs["vtg"] = vtg
+            total = total + cfg.vtg_weight * vtg
+
+        logs["temperature"] = vtc["temperature"]
+        return {"loss": total, "logs": logs}

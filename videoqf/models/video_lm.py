@@ -1,0 +1,101 @@
+"""The whole video-language model: frozen encoders -> backend -> stage-1 objectives or frozen LLM.
+
+``VideoLanguageModel(batch)`` returns ``{"loss", "logs", "query_output"}`` (what ``videoqf.train``
+expects). ``stage`` selects the objective: 1 trains the backend with VTC / VTM / VTG; 2 trains the
+backend and the projector through the frozen LLM's captioning loss (BLIP-2's second stage). A batch
+brings either decoded ``frames`` (the frozen encoders run here, under no_grad) or cached encoder
+outputs ``features`` / ``audio_tokens`` (``videoqf.data.feature_cache``), with the same results.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from videoqf.backends import VideoTokens, backend_config, build_backend
+from videoqf.encoders.audio import FrozenAudioEncoder
+from videoqf.encoders.vision import FrozenVisionEncoder
+from videoqf.llm.bridge import VideoLLMBridge
+from videoqf.models.config import ModelConfig
+from videoqf.models.stage1 import Stage1Objectives
+
+
+class VideoLanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig, tokenizer, *, encoders: bool = True):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.stage = 1
+        with torch.random.fork_rng():  # random frozen encoders are a function of the config alone
+            torch.manual_seed(config.frozen_init_seed)
+            self.vision = FrozenVisionEncoder(config.vision) if encoders else None
+            self.audio = FrozenAudioEncoder(config.audio) if encoders and config.use_audio else None
+        self.backend = build_backend(config.variant, backend_config(config.variant, config.backend,
+                                                                    preset=config.preset))
+        head_vocab = self.backend.head.config.vocab_size
+        if len(tokenizer) > head_vocab:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the head Q-Former's vocab_size is "
+                             f"{head_vocab}: raise model.backend.<head qformer>.vocab_size")
+        if tokenizer.bos_token_id is None:
+            raise ValueError("the tokenizer has no BOS token, which VTG decodes from")
+        self.stage1 = Stage1Objectives(self.backend.hidden_size, config.objectives,
+                                       bos_token_id=tokenizer.bos_token_id)
+        self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer)
+                       if config.llm is not None else None)
+
+    def set_stage(self, stage: int) -> None:
+        """Select the objective and what is trainable: stage 1 trains the backend and the stage-1 heads,
+        stage 2 the backend and the projector (the LLM and the encoders stay frozen throughout)."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        if stage == 2 and self.bridge is None:
+            raise ValueError("stage 2 needs model.llm (a local LLM directory or config)")
+        self.stage = stage
+        for p in self.stage1.parameters():
+            p.requires_grad_(stage == 1)
+        if self.bridge is not None:
+            for p in self.bridge.projector.parameters():
+                p.requires_grad_(stage == 2)
+
+    # -- features --------------------------------------------------------------------------------
+    def frame_features(self, batch: dict) -> torch.Tensor:
+        """[B, T, N, Dv] from ``batch["features"]`` (cache) or the frozen vision encoder on ``frames``."""
+        if "features" in batch:
+            return batch["features"]
+        if self.vision is None:
+            raise ValueError("this model was built without encoders: the batch must bring cached 'features'")
+        return self.vision(batch["frames"])
+
+    def audio_features(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Audio tokens [B, S, Na, Da] and segment mask [B, S] (cache or frozen audio encoder), or None."""
+        if not self.config.use_audio:
+            return None, None
+        if "audio_tokens" in batch:
+            return batch["audio_tokens"], batch["audio_segment_mask"]
+        if self.audio is None:
+            return None, None
+        batch_size = batch["frame_mask"].shape[0]
+        return self.audio(batch.get("audio"), batch.get("audio_mask"), batch_size=batch_size)
+
+    def encode(self, batch: dict) -> VideoTokens:
+        audio_tokens, audio_mask = self.audio_features(batch)
+        return self.backend(self.frame_features(batch), batch["frame_mask"], audio_tokens=audio_tokens,
+                            audio_mask=audio_mask)
+
+    # -- training --------------------------------------------------------------------------------
+    def forward(self, batch: dict) -> dict:
+        vt = self.encode(batch)
+        if self.stage == 1:
+            out = self.stage1(self.backend, vt, batch["text_ids"], batch["text_mask"], batch["video_id"])
+        else:
+            lm = self.bridge(vt.tokens, vt.mask, batch["caption"])
+            out = {"loss": lm.loss, "logs": {"lm": lm.loss.detach()}}
+        out["query_output"] = vt.tokens[:, : vt.head_queries].detach()
+        return out
+
+    @torch.no_grad()
+    def caption(self, batch: dict, **generate_kwargs) -> list[str]:
+        """Captions from the frozen LLM for a batch of clips (stage 2)."""
+        if self.bridge is None:
+            raise ValueError("captioning needs model.llm")
+        vt = self.encode(batch)
+        return self.bridge.generate(vt.tokens, vt.mask, **generate_kwargs)
