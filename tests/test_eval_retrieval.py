@@ -152,6 +152,8 @@ def test_rerank_changes_ranking_as_expected():
 def test_rerank_rejects_bad_score_fn():
     with pytest.raises(ValueError, match="one score per pair"):
         rerank(torch.zeros(3, 3), lambda t, v: torch.zeros(1), k=2)
+    with pytest.raises(ValueError, match="NaN"):
+        rerank(torch.zeros(3, 3), lambda t, v: torch.full(t.shape, float("nan")), k=2)
 
 
 def test_format_table_and_metrics():

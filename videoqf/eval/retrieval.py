@@ -140,6 +140,19 @@ class Reranked:
     video_to_text: torch.Tensor
 
 
+def call_score_fn(score_fn: ScoreFn, text_indices: torch.Tensor, video_indices: torch.Tensor) -> torch.Tensor:
+    """``score_fn`` on n text-video pairs ([n], [n] -> [n]), checked for shape and NaN, without grad."""
+    with torch.no_grad():
+        scores = torch.as_tensor(score_fn(text_indices, video_indices))
+    if scores.shape != text_indices.shape:
+        raise ValueError(
+            f"score_fn must return one score per pair, shape {tuple(text_indices.shape)}, got {tuple(scores.shape)}"
+        )
+    if torch.isnan(scores).any():
+        raise ValueError("score_fn returned NaN for some pairs")
+    return scores
+
+
 def _top_k_mask(sim: torch.Tensor, k: int) -> torch.Tensor:
     """[Q, C] -> bool mask of each row's k best columns (ties by smaller index, as in the ranks)."""
     return _positions(sim) < k
@@ -171,18 +184,11 @@ def rerank(
     scores = []
     for start in range(0, pairs.shape[0], batch_size):
         batch = pairs[start : start + batch_size]
-        out = torch.as_tensor(score_fn(batch[:, 0], batch[:, 1]))
-        if out.shape != (batch.shape[0],):
-            raise ValueError(
-                f"score_fn must return one score per pair, shape ({batch.shape[0]},), got {tuple(out.shape)}"
-            )
-        scores.append(out.to(device=sim.device, dtype=sim.dtype))
+        scores.append(call_score_fn(score_fn, batch[:, 0], batch[:, 1]).to(device=sim.device, dtype=sim.dtype))
     matched = torch.zeros_like(sim)
     matched[pairs[:, 0], pairs[:, 1]] = torch.cat(scores)
     if add_similarity:
         matched = matched + sim
-    if torch.isnan(matched[t2v_mask | v2t_mask]).any():
-        raise ValueError("score_fn returned NaN for some pairs")
     minus_inf = torch.full_like(sim, float("-inf"))
     return Reranked(
         text_to_video=torch.where(t2v_mask, matched, minus_inf),
