@@ -96,6 +96,7 @@ def test_caption_order_and_sound_correct():
     assert not caption_order_correct("a red square moves left", ref)  # an event missing
     assert not caption_order_correct("a red square moves right, then a blue circle appears", ref)
     assert caption_sound_correct("a blue circle appears, while a low hum plays.", ref)
-    assert not caption_sound_correct("a red square moves left, then a blue circle appears, while a high beep plays", ref)
+    other_sound = "a red square moves left, then a blue circle appears, while a high beep plays"
+    assert not caption_sound_correct(other_sound, ref)
     assert not caption_sound_correct("a red square moves left, then a blue circle appears", ref)
     assert caption_sound_correct("a red square moves left", "a red square moves left.")  # both silent
