@@ -11,7 +11,8 @@ from videoqf.objectives.config import ObjectivesConfig
 
 @dataclass
 class ModelConfig:
-    """variant: a name in ``videoqf.backends.BACKENDS``; preset: that backend's "default" (BLIP-2 /
+    """tokenizer: directory (or tokenizer.json) of the text tokenizer, shared by the Q-Former's text branch
+    and the LLM. variant: a name in ``videoqf.backends.BACKENDS``; preset: that backend's "default" (BLIP-2 /
     Video-LLaMA sizes) or "tiny" sizes; backend: overrides of the variant's config dataclass (checked
     against it when the model is built, e.g. ``model.backend.audio=false``).
 
@@ -21,6 +22,7 @@ class ModelConfig:
     """
 
     variant: str = "cascaded"
+    tokenizer: str = ""
     preset: str = "default"
     backend: dict[str, Any] = field(default_factory=dict)
     vision: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)

@@ -1,0 +1,104 @@
+"""Run an experiment: stage 1 and / or stage 2 under the DeepSpeed trainer, then evaluation.
+
+A run directory holds ``stage1/`` and ``stage2/`` (each with ``checkpoints/``, ``metrics.jsonl`` and
+``tensorboard/``), and ``results.json``. Every checkpoint is self-contained: the experiment config
+(``experiment.yaml``), the tokenizer, the frozen LLM and the learned weights (``model.safetensors``)
+lie beside DeepSpeed's files, which is what ``tools/caption.py`` and ``tools/evaluate.py`` read.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from videoqf.config import to_yaml
+from videoqf.data.config import build_dataset
+from videoqf.eval.model_eval import evaluate_model
+from videoqf.experiment import ExperimentConfig
+from videoqf.llm.tokenizer import load_tokenizer
+from videoqf.models.collate import CaptionCollate
+from videoqf.models.io import load_learned, save_learned
+from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.train.checkpoint import resolve_checkpoint
+from videoqf.train.loop import Trainer
+
+CONFIG_NAME = "experiment.yaml"
+
+
+def checkpoint_files(cfg: ExperimentConfig, model) -> dict:
+    """What every checkpoint directory carries beside DeepSpeed's files."""
+    files = {
+        CONFIG_NAME: lambda p: Path(p).write_text(to_yaml(cfg)),
+        "tokenizer": lambda p: model.tokenizer.save_pretrained(str(p)),
+        "learned": lambda p: (Path(p).mkdir(), save_learned(model, p)),
+    }
+    if cfg.model.llm is not None and cfg.model.llm.path:
+        files["lm"] = cfg.model.llm.path
+    return files
+
+
+def datasets(cfg: ExperimentConfig, model):
+    clip = model.vision.data_config
+    overrides = dict(image_size=clip["image_size"], mean=tuple(clip["mean"]), std=tuple(clip["std"]))
+    train = build_dataset(cfg.data, **overrides)
+    held_out = None
+    if cfg.eval.annotations:
+        held_out = build_dataset(replace(cfg.data, annotations=cfg.eval.annotations, caption_mode="first",
+                                         max_bad_fraction=1.0), **overrides)
+        if cfg.eval.max_clips:
+            held_out.items = held_out.items[: cfg.eval.max_clips]
+    return train, held_out
+
+
+def evaluation(cfg: ExperimentConfig, held_out, collate, *, captions: bool):
+    pairs = json.loads(Path(cfg.eval.pairs).read_text()) if cfg.eval.pairs else None
+
+    def run(model, step=None, progress: bool = False):
+        return evaluate_model(model, held_out, collate, rerank_k=cfg.eval.rerank_k, batch_size=cfg.eval.batch_size,
+                              pairs=pairs, captions=captions, max_new_tokens=cfg.eval.max_new_tokens,
+                              num_beams=cfg.eval.num_beams, progress=progress)
+
+    return run
+
+
+def latest_complete(stage_dir: Path) -> Path | None:
+    try:
+        return resolve_checkpoint(stage_dir / "checkpoints")
+    except FileNotFoundError:
+        return None
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[dict, list[dict]]:
+    """Train the selected stages into ``run_dir`` and evaluate; returns (metrics, samples)."""
+    run_dir = Path(run_dir)
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    model = VideoLanguageModel(cfg.model, tokenizer)
+    train, held_out = datasets(cfg, model)
+    collate = CaptionCollate(tokenizer, cfg.model.max_text_len)
+    for stage in cfg.stages.selected:
+        steps = cfg.stages.stage1_steps if stage == 1 else cfg.stages.stage2_steps
+        lr = cfg.stages.stage1_lr if stage == 1 else cfg.stages.stage2_lr
+        stage_dir = run_dir / f"stage{stage}"
+        previous = latest_complete(stage_dir) if resume else None
+        if previous is not None:
+            load_learned(model, previous / "learned")
+        model.set_stage(stage)
+        tcfg = replace(cfg.train, max_steps=steps, lr=lr, output_dir=str(stage_dir))
+        eval_fn = None
+        if held_out is not None and cfg.train.eval_every > 0:  # periodic evaluation inside the trainer
+            evaluate = evaluation(cfg, held_out, collate, captions=stage == 2)
+            eval_fn = lambda m, step, evaluate=evaluate: evaluate(m, step)[0]  # noqa: E731
+        print(f"stage {stage}: {steps} steps of {cfg.model.variant} into {stage_dir}", flush=True)
+        trainer = Trainer(model, train, collate, tcfg, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
+        trainer.fit(resume=previous)
+    metrics: dict = {}
+    samples: list[dict] = []
+    if held_out is not None:
+        captions = model.bridge is not None and 2 in cfg.stages.selected
+        metrics, samples = evaluation(cfg, held_out, collate, captions=captions)(model, progress=True)
+    (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "samples": samples}, indent=1))
+    return metrics, samples
+
