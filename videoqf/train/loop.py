@@ -1,0 +1,231 @@
+"""The training loop: micro-batches -> DeepSpeed forward/backward/step, with logging, eval, checkpoints.
+
+Model contract: ``model(batch) -> dict`` with ``loss`` (scalar tensor, a mean over the batch so that
+ranks x micro batch = one bigger micro batch), optional ``logs`` (``{name: scalar tensor}``) and
+optional ``query_output`` (``[B, Q, H]``, for the query-collapse metric). Frozen submodules
+(``requires_grad=False``) get no optimizer state and are not checkpointed.
+A step whose loss is NaN/Inf on any rank (agreed by an all-reduce before any backward) is skipped:
+no backward, no optimizer update, its gradients so far discarded, its remaining micro-batches drawn
+but not run (so later steps see the same data as a run without the skip); the lr schedule moves on.
+``max_nan_steps`` skipped steps in a row raise :class:`TrainingDiverged`, the last checkpoint kept.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset
+
+from videoqf.config import to_yaml
+from videoqf.train.checkpoint import ExtraFile, load_checkpoint, save_checkpoint
+from videoqf.train.config import TrainConfig
+from videoqf.train.data import MicroBatchStream
+from videoqf.train.engine import build_engine, init_distributed
+from videoqf.train.logging import RunLogger, query_collapse, truncate_metrics
+from videoqf.train.optim import select_trainable
+
+EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps in a row with a non-finite loss."""
+
+
+def _to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move tensors to ``device``; floating ones to the engine's compute ``dtype`` (bf16/fp16 runs)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, dtype=dtype if batch.is_floating_point() else None, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device, dtype) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device, dtype) for v in batch)
+    return batch
+
+
+class Trainer:
+    """Train ``model`` on ``train_dataset`` (map-style; ``collate_fn`` makes micro-batches) under DeepSpeed.
+
+    eval_fn: ``eval_fn(model, step) -> {name: number}``, called on every rank every ``eval_every`` steps
+        and at the end, with the bare module in eval mode under ``torch.no_grad()``; the training RNG is
+        saved and restored around it, so evaluating does not change training.
+    extra_files: ``{name: source}`` put in every checkpoint directory beside the weights: a file or
+        directory path (copied) or a function ``write(dest_path)``. ``train_config.yaml`` is always added.
+    """
+
+    def __init__(self, model: nn.Module, train_dataset: Dataset, collate_fn: Callable | None,
+                 config: TrainConfig, *, eval_fn: EvalFn | None = None,
+                 extra_files: Mapping[str, ExtraFile] | None = None) -> None:
+        init_distributed()
+        self.config, self.eval_fn = config, eval_fn
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.extra_files = {"train_config.yaml": lambda p: p.write_text(to_yaml(config)), **(extra_files or {})}
+        self.trainable = select_trainable(model, config.trainable)
+        self.stream = MicroBatchStream(train_dataset, collate_fn, micro_batch_size=config.micro_batch_size,
+                                       seed=config.seed, rank=self.rank, world_size=self.world_size,
+                                       num_workers=config.num_workers)
+        if config.max_steps is not None:
+            self.total_steps = config.max_steps
+        else:
+            self.total_steps = config.epochs * self.stream.batches_per_epoch // config.grad_accum
+            if self.total_steps < 1:
+                raise ValueError(f"{config.epochs} epoch(s) of {self.stream.batches_per_epoch} micro-batches "
+                                 f"make no step of {config.grad_accum} micro-batches; set train.max_steps")
+        self.engine = build_engine(model, config, self.total_steps)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            "bf16" if self.engine.bfloat16_enabled() else "fp16" if self.engine.fp16_enabled() else "", torch.float32)
+        self.output_dir = Path(config.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.step = 0
+        self.nan_streak = 0
+        self.last_checkpoint: Path | None = None
+
+    # ----------------------------------------------------------------------------------------- state
+    def _state(self) -> dict[str, Any]:
+        return {"step": self.step, **self.stream.state(), "world_size": self.world_size,
+                "nan_streak": self.nan_streak, "total_steps": self.total_steps, "trainable": self.trainable}
+
+    def _resume(self, path: str | Path) -> None:
+        state = load_checkpoint(self.engine, path)
+        self.step, self.nan_streak = state["step"], state["nan_streak"]
+        self.stream.epoch, self.stream.position = state["epoch"], state["position"]
+        if self.rank == 0:
+            truncate_metrics(self.output_dir, self.step)
+
+    def _save(self) -> None:
+        self.last_checkpoint = save_checkpoint(self.engine, self.checkpoint_dir, self.step, self._state(),
+                                               keep_last=self.config.keep_last, extra_files=self.extra_files)
+
+    def _evaluate(self, log: RunLogger) -> dict[str, float]:
+        model = self.engine.module
+        was_training = model.training
+        model.eval()
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []), \
+                    torch.no_grad():
+                metrics = {k: float(v) for k, v in self.eval_fn(model, self.step).items()}
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+            model.train(was_training)
+        log.log(self.step, metrics, kind="eval")
+        return metrics
+
+    # ------------------------------------------------------------------------------------------ step
+    def _run_step(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], torch.Tensor | None, float | None]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (loss, logs, query_output, grad_norm).
+
+        loss is None when the step was skipped for a non-finite loss on some rank. loss and logs are
+        means over micro-batches and ranks.
+        """
+        engine, gas = self.engine, self.config.grad_accum
+        loss_sum, logs_sum, query = torch.zeros((), device=engine.device), {}, None
+        skipped = False
+        for micro in range(gas):
+            batch = self.stream.next()
+            if skipped:
+                continue
+            engine.set_gradient_accumulation_boundary(micro == gas - 1)
+            out = engine(_to_device(batch, engine.device, self.dtype))
+            loss = out["loss"]
+            finite = torch.isfinite(loss.detach().float()).float().reshape(1)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() == 0:
+                skipped = True
+                continue
+            engine.backward(loss)
+            loss_sum += loss.detach().float()
+            for name, value in out.get("logs", {}).items():
+                logs_sum[name] = logs_sum.get(name, 0.0) + value.detach().float()
+            query = out.get("query_output")
+        if skipped:
+            # Partial accumulations of earlier micro-batches must not leak into the next step.
+            engine.optimizer.zero_grad()
+            engine.zero_grad()
+            engine.lr_scheduler.step()
+            return None, {}, None, None
+        grad_norm = None if hasattr(engine.optimizer, "_global_grad_norm") else self._local_grad_norm()
+        engine.step()
+        if grad_norm is None and engine.get_global_grad_norm() is not None:
+            grad_norm = float(engine.get_global_grad_norm())
+        names = sorted(logs_sum)
+        means = torch.stack([loss_sum, *(logs_sum[n] for n in names)]) / (gas * self.world_size)
+        dist.all_reduce(means)
+        return means[0], dict(zip(names, means[1:])), query, grad_norm
+
+    def _local_grad_norm(self) -> float:
+        """Norm of the (already all-reduced) gradients, where DeepSpeed's plain-optimizer path keeps none."""
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+    # ------------------------------------------------------------------------------------------- fit
+    def fit(self, resume: str | Path | None = None) -> dict[str, float]:
+        """Train to ``total_steps``; ``resume``: a checkpoint (tag dir, checkpoints root or run dir) to continue.
+
+        Returns the last logged training metrics and the final evaluation's metrics.
+        """
+        cfg = self.config
+        if resume is not None:
+            self._resume(resume)
+        else:
+            random.seed(cfg.seed + self.rank)
+            np.random.seed(cfg.seed + self.rank)
+            torch.manual_seed(cfg.seed + self.rank)
+        self.engine.train()
+        log = RunLogger(self.output_dir, rank=self.rank, total_steps=self.total_steps, initial_step=self.step,
+                        progress_bar=cfg.progress_bar)
+        samples_per_step = cfg.micro_batch_size * cfg.grad_accum * self.world_size
+        final: dict[str, float] = {}
+        window_loss, window_logs, window_steps, window_start = 0.0, {}, 0, time.perf_counter()
+        saved_at = evaluated_at = None
+        try:
+            while self.step < self.total_steps:
+                lr = self.engine.lr_scheduler.get_last_lr()[0]
+                loss, logs, query, grad_norm = self._run_step()
+                self.step += 1
+                if loss is None:
+                    self.nan_streak += 1
+                    log.log(self.step, {"skipped": "non-finite loss", "nan_streak": self.nan_streak, "lr": lr})
+                    if self.nan_streak >= cfg.max_nan_steps:
+                        kept = self.last_checkpoint or "none saved yet"
+                        raise TrainingDiverged(
+                            f"{self.nan_streak} steps in a row had a non-finite loss (steps "
+                            f"{self.step - self.nan_streak + 1}..{self.step}); stopping. "
+                            f"Last good checkpoint: {kept}")
+                else:
+                    self.nan_streak = 0
+                    window_loss += loss.item()
+                    for name, value in logs.items():
+                        window_logs[name] = window_logs.get(name, 0.0) + value.item()
+                    window_steps += 1
+                    log.advance({"loss": loss.item(), "lr": lr})
+                if window_steps and self.step % cfg.log_every == 0:
+                    elapsed = time.perf_counter() - window_start
+                    final = {"loss": window_loss / window_steps,
+                             **{n: v / window_steps for n, v in window_logs.items()},
+                             "lr": lr, "clips_per_s": window_steps * samples_per_step / elapsed}
+                    if grad_norm is not None:
+                        final["grad_norm"] = grad_norm
+                    if query is not None:
+                        final["query_collapse"] = query_collapse(query)
+                    log.log(self.step, final)
+                    window_loss, window_logs, window_steps, window_start = 0.0, {}, 0, time.perf_counter()
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self._save()
+                    saved_at = self.step
+                if self.eval_fn is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
+                    final = {**final, **self._evaluate(log)}
+                    evaluated_at = self.step
+            if saved_at != self.step:
+                self._save()
+            if self.eval_fn is not None and evaluated_at != self.step:
+                final = {**final, **self._evaluate(log)}
+        finally:
+            log.close()
+        return final
