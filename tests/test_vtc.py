@@ -15,7 +15,7 @@ def reference_vtc(query_output, text_cls, video_ids, module, eps):
     """Written with explicit loops and the log-sum-exp formula."""
     wv, bv = module.video_proj.weight, module.video_proj.bias
     wt, bt = module.text_proj.weight, module.text_proj.bias
-    temp = module.temperature
+    temp = module.temperature[0]  # the parameter has shape [1]
     n = len(video_ids)
     v = [[None] * Q for _ in range(n)]
     t = [None] * n

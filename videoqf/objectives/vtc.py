@@ -79,8 +79,9 @@ class VideoTextContrastive(nn.Module):
         super().__init__()
         self.video_proj = nn.Linear(hidden, embed_dim)
         self.text_proj = nn.Linear(text_hidden or hidden, embed_dim)
+        # Shape [1], not a 0-dim scalar: DeepSpeed broadcasts parameters as bytes, which 0-dim tensors refuse.
         self.temperature = nn.Parameter(
-            torch.tensor(float(temperature_init)), requires_grad=learnable_temperature
+            torch.tensor([float(temperature_init)]), requires_grad=learnable_temperature
         )
         self.temperature_range = (temperature_min, temperature_max)
         self.label_smoothing = label_smoothing
@@ -167,5 +168,5 @@ class VideoTextContrastive(nn.Module):
             "video_ids_all": video_ids_all,
             "video_feat": video_feat,
             "text_feat": text_feat,
-            "temperature": self.temperature.detach().clone(),
+            "temperature": self.temperature.detach()[0].clone(),
         }
