@@ -18,8 +18,14 @@ FROZEN = "frozen.json"
 
 
 def learned_state_dict(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-            if not k.startswith(FROZEN_PREFIXES)}
+    """The learned tensors by name; a tied tensor (the Q-Former's LM head and word embeddings) once."""
+    out, seen = {}, set()
+    for k, v in model.state_dict(keep_vars=True).items():
+        if k.startswith(FROZEN_PREFIXES) or id(v) in seen:
+            continue
+        seen.add(id(v))
+        out[k] = v.detach().cpu().contiguous()
+    return out
 
 
 def frozen_hashes(model) -> dict[str, str]:
