@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Caption video files with a trained checkpoint (one caption per video).
+
+  python tools/caption.py clip.mp4 other.mp4 --checkpoint runs/cascaded-20261123-1200
+  python tools/caption.py long.mp4 --start 10 --end 14 --beams 3 --json --checkpoint DIR
+
+--checkpoint takes a checkpoint directory, a stage directory or a run directory (its latest complete
+checkpoint of the last stage). A missing or undecodable file is reported by name and the others are
+still captioned; the exit status is 1 when any video failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from videoqf.data.errors import VideoDecodeError  # noqa: E402
+from videoqf.recipes.checkpoint_model import caption_video, load_model  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("videos", nargs="+", help="video files (any ordinary mp4; with or without audio)")
+    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory")
+    ap.add_argument("--start", type=float, help="window start in seconds")
+    ap.add_argument("--end", type=float, help="window end in seconds (clamped to the video's length)")
+    ap.add_argument("--prompt", help="prompt for the LLM (default: the one it was trained with)")
+    ap.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--json", action="store_true", help="one JSON object per line: path, window, caption")
+    args = ap.parse_args(argv)
+    model, cfg, ckpt = load_model(args.checkpoint)
+    failed = 0
+    for path in args.videos:
+        try:
+            text, window = caption_video(model, cfg, path, start=args.start, end=args.end, prompt=args.prompt,
+                                         beams=args.beams, max_new_tokens=args.max_new_tokens)
+        except VideoDecodeError as err:
+            failed += 1
+            print(f"error: {err}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": path, "error": str(err)}), flush=True)
+            continue
+        if args.json:
+            print(json.dumps({"path": path, "window": list(window), "caption": text}), flush=True)
+        else:
+            print(f"{path}: {text}", flush=True)
+    if failed:
+        print(f"{failed} of {len(args.videos)} videos failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

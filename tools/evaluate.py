@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint on held-out clips: retrieval R@1/5/10 (contrastive top-k, then matching rerank),
+caption CIDEr / BLEU-4, and on the synthetic world order / sound accuracy on its paired clips.
+
+  python tools/evaluate.py --checkpoint runs/cascaded-20261123-1200 --data test.jsonl --pairs pairs.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from videoqf.eval.report import format_metrics  # noqa: E402
+from videoqf.models.collate import CaptionCollate  # noqa: E402
+from videoqf.recipes.checkpoint_model import load_model  # noqa: E402
+from videoqf.recipes.run import datasets, evaluation  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory")
+    ap.add_argument("--data", required=True, help="annotation file of the held-out clips (JSONL, CSV, MSR-VTT JSON)")
+    ap.add_argument("--video-root", help="folder that relative video paths resolve against")
+    ap.add_argument("--pairs", default="", help="synthetic pairs.json (order / sound pairs)")
+    ap.add_argument("--max-clips", type=int, default=0, help="evaluate the first N clips only (0: all)")
+    ap.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    args = ap.parse_args(argv)
+    model, cfg, _ = load_model(args.checkpoint)
+    cfg = replace(cfg, eval=replace(cfg.eval, annotations=args.data, pairs=args.pairs, max_clips=args.max_clips),
+                  data=replace(cfg.data, video_root=args.video_root))
+    _, held_out = datasets(cfg, model)
+    collate = CaptionCollate(model.tokenizer, cfg.model.max_text_len)
+    metrics, _ = evaluation(cfg, held_out, collate, captions=model.bridge is not None)(model, progress=True)
+    print(json.dumps(metrics, indent=1) if args.json else format_metrics(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Rebuild a trained ``VideoLanguageModel`` from a self-contained checkpoint directory (for inference).
+
+A checkpoint directory (see ``videoqf.recipes.run``) holds ``experiment.yaml``, ``tokenizer/``, ``lm/``
+and ``learned/``; the frozen encoders are rebuilt from the config and checked by weight hash.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from videoqf.config import load_config
+from videoqf.data.collate import collate_clips
+from videoqf.data.samplers import build_sampler
+from videoqf.data.video import load_clip
+from videoqf.experiment import ExperimentConfig
+from videoqf.llm.tokenizer import load_tokenizer
+from videoqf.models.io import load_learned
+from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.recipes.run import CONFIG_NAME
+from videoqf.train.checkpoint import resolve_checkpoint
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself, a stage directory or a run directory (its last stage)."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for candidate in (path / "stage2", path / "stage1", path):
+        if (candidate / "checkpoints").is_dir():
+            return resolve_checkpoint(candidate / "checkpoints")
+    raise FileNotFoundError(f"no checkpoint under {path} (expected {CONFIG_NAME} or stage*/checkpoints)")
+
+
+def load_model(path: str | Path) -> tuple[VideoLanguageModel, ExperimentConfig, Path]:
+    ckpt = find_checkpoint(path)
+    overrides = [f"model.tokenizer={ckpt / 'tokenizer'}"]
+    if (ckpt / "lm").is_dir():
+        overrides.append(f"model.llm.path={ckpt / 'lm'}")
+    cfg = load_config(ExperimentConfig, ckpt / CONFIG_NAME, overrides)
+    model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
+    load_learned(model, ckpt / "learned")
+    model.set_stage(2 if model.bridge is not None else 1)
+    return model.eval(), cfg, ckpt
+
+
+def clip_batch(model: VideoLanguageModel, cfg: ExperimentConfig, path: str, *, start=None, end=None) -> dict:
+    """One video decoded the way the model was trained (sampler, frame count, encoder's image config)."""
+    data = model.vision.data_config
+    sampler = build_sampler(cfg.data.sampler, num_frames=cfg.data.num_frames, **cfg.data.sampler_kwargs)
+    clip = load_clip(path, sampler, start=start, end=end, audio=cfg.model.use_audio, image_size=data["image_size"],
+                     mean=tuple(data["mean"]), std=tuple(data["std"]))
+    item = {"frames": clip.frames, "frame_mask": clip.frame_mask, "timestamps": clip.timestamps, "audio": clip.audio,
+            "audio_mask": clip.audio_mask, "caption": "", "video_id": 0, "path": path, "index": 0}
+    batch = collate_clips([item])
+    batch["window"] = clip.window
+    return batch
+
+
+@torch.no_grad()
+def caption_video(model: VideoLanguageModel, cfg: ExperimentConfig, path: str, *, start=None, end=None,
+                  prompt: str | None = None, beams: int = 1, max_new_tokens: int = 32) -> tuple[str, tuple]:
+    batch = clip_batch(model, cfg, path, start=start, end=end)
+    text = model.caption(batch, prompts=None if prompt is None else [prompt], num_beams=beams,
+                         max_new_tokens=max_new_tokens)[0]
+    return text, batch["window"]
