@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from _toy import ToyDataset, ToyModel, trainable_state
 from videoqf.config import ConfigError, load_config
@@ -14,7 +15,7 @@ from videoqf.train import checkpoint as ckpt
 from videoqf.train.config import TrainConfig
 from videoqf.train.data import MicroBatchStream, ResumableDistributedSampler
 from videoqf.train.engine import build_ds_config, resolve_precision
-from videoqf.train.logging import query_collapse
+from videoqf.train.logging import RunLogger, query_collapse
 from videoqf.train.loop import Trainer, TrainingDiverged
 from videoqf.train.optim import lr_factor, param_groups, select_trainable
 
@@ -128,13 +129,19 @@ def test_sampler_shards_and_resumes():
         assert torch.equal(a["x"], b["x"])  # same samples and same per-sample noise
 
 
-def test_query_collapse_metric():
+def test_query_collapse_metric_and_warning(tmp_path):
     same = torch.ones(2, 4, 8)
     assert query_collapse(same) == pytest.approx(1.0)
     eye = torch.eye(4)[None].expand(3, 4, 4)
     assert query_collapse(eye) == pytest.approx(0.0)
     pair = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
     assert query_collapse(pair) == pytest.approx(1 / math.sqrt(2))
+    log = RunLogger(tmp_path, rank=0, total_steps=2, initial_step=0, progress_bar=False)
+    with pytest.warns(RuntimeWarning, match="query collapse 0.950"):
+        log.log(1, {"loss": 1.0, "query_collapse": 0.95})
+    log.close()
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {
+        "step": 1, "kind": "train", "loss": 1.0, "query_collapse": 0.95}
 
 
 # ------------------------------------------------------------------------------ DeepSpeed runs
@@ -167,6 +174,10 @@ def test_loss_goes_down_and_frozen_stays_out(tmp_path, stage):
     saved = torch.load(root / "step_000040" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
     assert "encoder.weight" not in saved and "encoder.bias" not in saved
     assert torch.equal(saved["out.weight"], module.out.weight)
+    events = EventAccumulator(str(tmp_path / f"z{stage}" / "tensorboard")).Reload()
+    assert len(events.Scalars("train/loss")) == 40 and len(events.Scalars("train/grad_norm")) == 40
+    assert {"train/mse", "train/l1", "train/lr", "train/clips_per_s", "train/query_collapse"} <= set(
+        events.Tags()["scalars"])
     assert (root / "step_000040" / "train_config.yaml").read_text().count("zero_stage: %d" % stage) == 1
 
 
@@ -225,8 +236,8 @@ def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_nan_steps_are_skipped(tmp_path):
     # 16 samples, 8 per step: each epoch is 2 steps and one of them holds the NaN sample (in either
-    # micro-batch, so a partial accumulation has to be dropped). Stage 0 drops it by setting .grad to
-    # None; ZeRO-2 keeps reduced partitions of its own, so it must match stage 0.
+    # micro-batch, so a partial accumulation has to be dropped: no gradient may be left after a step).
+    # ZeRO-2 keeps reduced partitions of its own, so its run must also match stage 0's.
     losses = {}
     for stage in (0, 2):
         config = make_config(tmp_path, f"nan{stage}", zero_stage=stage, eval_every=1, max_nan_steps=3)
@@ -234,7 +245,7 @@ def test_nan_steps_are_skipped(tmp_path):
 
         def snapshot(model, step):
             snapshots[step] = trainable_state(model)
-            return {}
+            return {"grads_left": sum(p.grad is not None for p in model.parameters())}
 
         trainer = make_trainer(config, dataset=ToyDataset(16, nan_at=(5,)), eval_fn=snapshot)
         snapshots[0] = trainable_state(trainer.engine.module)
@@ -248,6 +259,7 @@ def test_nan_steps_are_skipped(tmp_path):
             unchanged = all(torch.equal(before[n], after[n]) for n in before)
             assert unchanged == (step in skipped), step
             assert all(torch.isfinite(t).all() for t in after.values())
+        assert [r["grads_left"] for r in read_metrics(config, "eval")] == [0] * 6
         losses[stage] = [r.get("loss") for r in rows]
     assert losses[2] == pytest.approx(losses[0], abs=1e-6, nan_ok=True)
 
