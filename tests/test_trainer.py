@@ -127,6 +127,9 @@ def test_sampler_shards_and_resumes():
     assert len(data.loaded) == 8  # the 6 samples before the position were never loaded
     for a, b in zip(batches[3:7], rest):
         assert torch.equal(a["x"], b["x"])  # same samples and same per-sample noise
+    workers = MicroBatchStream(data, None, micro_batch_size=2, seed=0, rank=0, world_size=1, num_workers=2)
+    for a in batches[:5]:  # worker processes draw the same noise: it is seeded per sample, not per worker
+        assert torch.equal(a["x"], workers.next()["x"])
 
 
 def test_query_collapse_metric_and_warning(tmp_path):

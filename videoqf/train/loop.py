@@ -77,8 +77,8 @@ class Trainer:
                 raise ValueError(f"{config.epochs} epoch(s) of {self.stream.batches_per_epoch} micro-batches "
                                  f"make no step of {config.grad_accum} micro-batches; set train.max_steps")
         self.engine = build_engine(model, config, self.total_steps)
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-            "bf16" if self.engine.bfloat16_enabled() else "fp16" if self.engine.fp16_enabled() else "", torch.float32)
+        self.dtype = (torch.bfloat16 if self.engine.bfloat16_enabled() else
+                      torch.float16 if self.engine.fp16_enabled() else torch.float32)
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.step = 0
