@@ -31,6 +31,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+# One crash-safe small-file writer for the package (temp file, fsync, os.replace, fsync of the folder).
+from videoqf.data.feature_cache import _write_atomic
+
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
 TMP_PREFIX = "tmp-"
@@ -41,15 +44,6 @@ ExtraFile = str | os.PathLike | Callable[[Path], None]
 
 def tag_of(step: int) -> str:
     return f"step_{step:06d}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -103,14 +97,16 @@ def save_checkpoint(engine, root: str | os.PathLike, step: int, state: dict[str,
     if rank == 0:
         for name, source in (extra_files or {}).items():
             _put_extra(tmp_dir / name, source)
-        _write_atomic(tmp_dir / STATE_FILE, json.dumps(state, indent=1))
+        _write_atomic(tmp_dir / STATE_FILE, json.dumps(state, indent=1).encode())
     dist.barrier()
     if rank == 0:
-        final = root / tag
-        if final.exists():  # the same step saved again (e.g. at the end): replace it
-            shutil.rmtree(final)
+        final, old = root / tag, root / (TMP_PREFIX + "old-" + tag)
+        if final.exists():  # the same step saved again: `latest` may name it, so swap rather than delete first
+            os.rename(final, old)
         os.rename(tmp_dir, final)
-        _write_atomic(root / LATEST, tag)
+        if old.exists():
+            shutil.rmtree(old)
+        _write_atomic(root / LATEST, tag.encode())
         complete = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
         for old in complete[:-keep_last]:
             shutil.rmtree(old)

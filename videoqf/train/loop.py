@@ -183,7 +183,8 @@ class Trainer:
         samples_per_step = cfg.micro_batch_size * cfg.grad_accum * self.world_size
         final: dict[str, float] = {}
         window_loss, window_logs, window_steps, window_start = 0.0, {}, 0, time.perf_counter()
-        saved_at = evaluated_at = None
+        saved_at = self.step if resume is not None else None  # that checkpoint exists already
+        evaluated_at = None
         try:
             while self.step < self.total_steps:
                 lr = self.engine.lr_scheduler.get_last_lr()[0]
