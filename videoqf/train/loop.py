@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from videoqf.config import to_yaml
-from videoqf.train.checkpoint import ExtraFile, load_checkpoint, save_checkpoint
+from videoqf.train.checkpoint import ExtraFile, isolated_rng, load_checkpoint, save_checkpoint
 from videoqf.train.config import TrainConfig
 from videoqf.train.data import MicroBatchStream
 from videoqf.train.engine import build_engine, init_distributed
@@ -105,14 +105,10 @@ class Trainer:
         model = self.engine.module
         was_training = model.training
         model.eval()
-        py_state, np_state = random.getstate(), np.random.get_state()
         try:
-            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []), \
-                    torch.no_grad():
+            with isolated_rng(), torch.no_grad():
                 metrics = {k: float(v) for k, v in self.eval_fn(model, self.step).items()}
         finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
             model.train(was_training)
         log.log(self.step, metrics, kind="eval")
         return metrics
