@@ -45,6 +45,11 @@ class ToyModel(nn.Module):
     def __init__(self, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = nn.Linear(DIM, DIM)
+        # "pretrained" frozen weights: the same whatever the init seed, as if read from a weight file
+        g = torch.Generator().manual_seed(42)
+        with torch.no_grad():
+            self.encoder.weight.copy_(torch.randn(DIM, DIM, generator=g) / DIM**0.5)
+            self.encoder.bias.zero_()
         self.encoder.requires_grad_(False)
         self.query_tokens = nn.Parameter(torch.randn(1, QUERIES, DIM))
         self.hidden = nn.Linear(DIM, 32)

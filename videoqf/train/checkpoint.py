@@ -24,12 +24,16 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+# One crash-safe small-file writer for the package (temp file, fsync, os.replace, fsync of the folder).
+from videoqf.data.feature_cache import _write_atomic
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
@@ -41,15 +45,6 @@ ExtraFile = str | os.PathLike | Callable[[Path], None]
 
 def tag_of(step: int) -> str:
     return f"step_{step:06d}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -67,6 +62,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def isolated_rng(*, cuda: bool = True) -> Iterator[None]:
+    """Run a block without changing python / numpy / torch RNG states (CUDA's too when ``cuda``)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if cuda and torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def _put_extra(dest: Path, source: ExtraFile) -> None:
@@ -103,14 +111,16 @@ def save_checkpoint(engine, root: str | os.PathLike, step: int, state: dict[str,
     if rank == 0:
         for name, source in (extra_files or {}).items():
             _put_extra(tmp_dir / name, source)
-        _write_atomic(tmp_dir / STATE_FILE, json.dumps(state, indent=1))
+        _write_atomic(tmp_dir / STATE_FILE, json.dumps(state, indent=1).encode())
     dist.barrier()
     if rank == 0:
-        final = root / tag
-        if final.exists():  # the same step saved again (e.g. at the end): replace it
-            shutil.rmtree(final)
+        final, old = root / tag, root / (TMP_PREFIX + "old-" + tag)
+        if final.exists():  # the same step saved again: `latest` may name it, so swap rather than delete first
+            os.rename(final, old)
         os.rename(tmp_dir, final)
-        _write_atomic(root / LATEST, tag)
+        if old.exists():
+            shutil.rmtree(old)
+        _write_atomic(root / LATEST, tag.encode())
         complete = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
         for old in complete[:-keep_last]:
             shutil.rmtree(old)

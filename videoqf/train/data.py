@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from videoqf.train.checkpoint import isolated_rng
+
 
 def _seed_of(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
@@ -60,16 +62,11 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
+        with isolated_rng(cuda=False):  # no CUDA: this may run in a forked DataLoader worker
             random.seed(seed)
             np.random.seed(seed % 2**32)
             torch.manual_seed(seed)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
+            return self.dataset[index]
 
 
 class MicroBatchStream:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from videoqf.config import to_yaml
-from videoqf.train.checkpoint import ExtraFile, load_checkpoint, save_checkpoint
+from videoqf.train.checkpoint import ExtraFile, isolated_rng, load_checkpoint, save_checkpoint
 from videoqf.train.config import TrainConfig
 from videoqf.train.data import MicroBatchStream
 from videoqf.train.engine import build_engine, init_distributed
@@ -77,8 +77,8 @@ class Trainer:
                 raise ValueError(f"{config.epochs} epoch(s) of {self.stream.batches_per_epoch} micro-batches "
                                  f"make no step of {config.grad_accum} micro-batches; set train.max_steps")
         self.engine = build_engine(model, config, self.total_steps)
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-            "bf16" if self.engine.bfloat16_enabled() else "fp16" if self.engine.fp16_enabled() else "", torch.float32)
+        self.dtype = (torch.bfloat16 if self.engine.bfloat16_enabled() else
+                      torch.float16 if self.engine.fp16_enabled() else torch.float32)
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.step = 0
@@ -105,14 +105,10 @@ class Trainer:
         model = self.engine.module
         was_training = model.training
         model.eval()
-        py_state, np_state = random.getstate(), np.random.get_state()
         try:
-            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []), \
-                    torch.no_grad():
+            with isolated_rng(), torch.no_grad():
                 metrics = {k: float(v) for k, v in self.eval_fn(model, self.step).items()}
         finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
             model.train(was_training)
         log.log(self.step, metrics, kind="eval")
         return metrics
@@ -183,7 +179,8 @@ class Trainer:
         samples_per_step = cfg.micro_batch_size * cfg.grad_accum * self.world_size
         final: dict[str, float] = {}
         window_loss, window_logs, window_steps, window_start = 0.0, {}, 0, time.perf_counter()
-        saved_at = evaluated_at = None
+        saved_at = self.step if resume is not None else None  # that checkpoint exists already
+        evaluated_at = None
         try:
             while self.step < self.total_steps:
                 lr = self.engine.lr_scheduler.get_last_lr()[0]
