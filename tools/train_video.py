@@ -42,6 +42,7 @@ def parse_args(argv=None):
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
     ap.add_argument("--synthetic-clips", type=int, default=1000, help="size of the embedded synthetic set")
+    ap.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     return ap.parse_args(argv)
 

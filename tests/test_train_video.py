@@ -1,0 +1,67 @@
+"""End to end on the tiny synthetic set: both stages under DeepSpeed, then caption.py and evaluate.py."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from videoqf.config import load_config
+from videoqf.experiment import ExperimentConfig
+from videoqf.recipes.run import run_experiment
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    overrides = [
+        f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
+        f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
+        "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.progress_bar=false",
+        "stages.stage1_steps=3", "stages.stage2_steps=2", "eval.captions_shown=2", "eval.max_new_tokens=8",
+        "model.llm.arch=causal", "model.llm.video_dim=128",
+        "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 72, "
+        "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
+    ]
+    cfg = load_config(ExperimentConfig, ["configs/synthetic.yaml", "configs/variants/cascaded.yaml"], overrides)
+    metrics, samples = run_experiment(cfg, run_dir)
+    return run_dir, metrics, samples
+
+
+def test_both_stages_train_save_and_report(trained_run):
+    run_dir, metrics, samples = trained_run
+    for key in ("t2v_r1", "v2t_r1", "cider", "bleu4", "caption_order_acc", "caption_sound_acc"):
+        assert 0.0 <= metrics[key] <= 10.0, key
+    assert samples and all("generated" in s for s in samples)
+    for stage in ("stage1", "stage2"):
+        lines = [json.loads(line) for line in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
+        assert any(line.get("kind") == "train" for line in lines), stage
+        latest = (run_dir / stage / "checkpoints" / "latest").read_text().strip()
+        ckpt = run_dir / stage / "checkpoints" / latest
+        assert (ckpt / "experiment.yaml").is_file() and (ckpt / "learned" / "model.safetensors").is_file()
+        assert (ckpt / "tokenizer").is_dir()
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["metrics"] == pytest.approx(metrics)
+
+
+def test_caption_tool_reports_bad_files_and_captions_the_rest(trained_run, synthetic_records, synthetic_dir):
+    run_dir, _, _ = trained_run
+    video = f"{synthetic_dir}/{synthetic_records['test'][0]['video']}"
+    out = subprocess.run([sys.executable, "tools/caption.py", video, "missing.mp4", "--checkpoint", str(run_dir),
+                          "--json", "--max-new-tokens", "6"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert rows[0]["path"] == video and isinstance(rows[0]["caption"], str) and rows[0]["window"][1] > 0
+    assert rows[1]["path"] == "missing.mp4" and "does not exist" in rows[1]["error"]
+    assert "missing.mp4" in out.stderr
+
+
+def test_evaluate_tool_matches_the_run(trained_run, synthetic_dir):
+    run_dir, metrics, _ = trained_run
+    out = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(run_dir), "--data",
+                          f"{synthetic_dir}/test.jsonl", "--pairs", f"{synthetic_dir}/pairs.json", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    again = json.loads(out.stdout[out.stdout.index("{"):])
+    for key in ("t2v_r1", "v2t_r5", "order_pair_acc", "sound_pair_acc"):
+        if key in metrics:
+            assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
