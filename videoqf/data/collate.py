@@ -12,6 +12,19 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 
+def collate_items(batch: list[dict]) -> dict:
+    """What every batch has, whatever brings the media: frame_mask [B, T], timestamps [B, T], caption,
+    video_id [B], path, index [B]."""
+    return {
+        "frame_mask": pad_sequence([item["frame_mask"] for item in batch], batch_first=True, padding_value=False),
+        "timestamps": pad_sequence([item["timestamps"] for item in batch], batch_first=True),
+        "caption": [item["caption"] for item in batch],
+        "video_id": torch.tensor([item["video_id"] for item in batch], dtype=torch.long),
+        "path": [item["path"] for item in batch],
+        "index": torch.tensor([item["index"] for item in batch], dtype=torch.long),
+    }
+
+
 def collate_clips(batch: list[dict]) -> dict:
     has_audio = any(item["audio"] is not None for item in batch)
     if has_audio:
@@ -20,14 +33,5 @@ def collate_clips(batch: list[dict]) -> dict:
         audio_mask = pad_sequence([item["audio_mask"] for item in batch], batch_first=True, padding_value=False)
     else:
         audio, audio_mask = None, torch.zeros(len(batch), 0, dtype=torch.bool)
-    return {
-        "frames": pad_sequence([item["frames"] for item in batch], batch_first=True),
-        "frame_mask": pad_sequence([item["frame_mask"] for item in batch], batch_first=True, padding_value=False),
-        "timestamps": pad_sequence([item["timestamps"] for item in batch], batch_first=True),
-        "audio": audio,
-        "audio_mask": audio_mask,
-        "caption": [item["caption"] for item in batch],
-        "video_id": torch.tensor([item["video_id"] for item in batch], dtype=torch.long),
-        "path": [item["path"] for item in batch],
-        "index": torch.tensor([item["index"] for item in batch], dtype=torch.long),
-    }
+    frames = pad_sequence([item["frames"] for item in batch], batch_first=True)
+    return {"frames": frames, **collate_items(batch), "audio": audio, "audio_mask": audio_mask}

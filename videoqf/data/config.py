@@ -1,10 +1,14 @@
 """Typed configuration of the data part, and the one function that turns it into a dataset."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from videoqf.data.annotations import read_annotations
+from videoqf.data.cached import CachedFeatureDataset
 from videoqf.data.dataset import VideoTextDataset
+from videoqf.data.extract import RANDOM_SAMPLERS
+from videoqf.data.feature_cache import CacheSpec, FeatureCache
 from videoqf.data.samplers import build_sampler
 
 
@@ -25,15 +29,40 @@ class DataConfig:
     max_bad_fraction: float = 0.01
     num_workers: int = 2
     seed: int = 0
+    features: str = ""  # a feature cache (tools/extract_features.py): read encoder outputs, decode nothing
 
 
-def build_dataset(cfg: DataConfig, **clip_overrides) -> VideoTextDataset:
-    """Dataset for ``cfg``; ``clip_overrides`` (``mean``, ``std``, ``image_size``, ``backend``) win over it."""
+def sampler_id(cfg: DataConfig) -> str:
+    """The sampler as the cache spec records it: its name, and its arguments when it has any."""
+    return cfg.sampler + (json.dumps(cfg.sampler_kwargs, sort_keys=True) if cfg.sampler_kwargs else "")
+
+
+def cache_spec(cfg: DataConfig, vision, audio=None) -> CacheSpec:
+    """The spec of features made for ``cfg`` by these frozen encoders (``audio`` None when ``cfg.audio`` is
+    off); a random sampler's draw depends on ``cfg.seed``, a deterministic one's on nothing."""
+    return CacheSpec.from_encoders(vision, audio if cfg.audio else None, sampler=sampler_id(cfg),
+                                   sampler_seed=cfg.seed if cfg.sampler in RANDOM_SAMPLERS else None,
+                                   num_frames=cfg.num_frames)
+
+
+def build_dataset(cfg: DataConfig, *, expected_spec: CacheSpec | None = None,
+                  **clip_overrides) -> VideoTextDataset | CachedFeatureDataset:
+    """Dataset for ``cfg``; ``clip_overrides`` (``mean``, ``std``, ``image_size``, ``backend``) win over it.
+
+    With ``cfg.features`` set, a ``CachedFeatureDataset`` over that cache, which must have been made with
+    ``expected_spec`` (``cache_spec(cfg, model.vision, model.audio)``); another spec is refused.
+    """
     if not cfg.annotations:
         raise ValueError("data.annotations is empty: set it to an annotation file")
+    if cfg.features and expected_spec is None:
+        raise ValueError(f"data.features={cfg.features!r}: build_dataset needs expected_spec= "
+                         "(videoqf.data.config.cache_spec(cfg, vision, audio)) to check the cache against")
     extra = {"split": cfg.split} if cfg.split is not None else {}
     records = read_annotations(cfg.annotations, format=cfg.format, video_root=cfg.video_root, **extra)
     sampler = build_sampler(cfg.sampler, num_frames=cfg.num_frames, **cfg.sampler_kwargs)
     kwargs = dict(image_size=cfg.image_size, audio=cfg.audio, max_bad_fraction=cfg.max_bad_fraction,
                   caption_mode=cfg.caption_mode, seed=cfg.seed)
-    return VideoTextDataset(records, sampler, **{**kwargs, **clip_overrides})
+    dataset = VideoTextDataset(records, sampler, **{**kwargs, **clip_overrides})
+    if cfg.features:
+        return CachedFeatureDataset(dataset, FeatureCache(cfg.features, expected_spec))
+    return dataset

@@ -13,6 +13,7 @@ worker opens its files itself. Randomness (random samplers, caption choice) is s
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 from torch.utils.data import Dataset, get_worker_info
@@ -97,6 +98,17 @@ class VideoTextDataset(Dataset):
             )
 
     def __getitem__(self, index: int) -> dict:
+        return self.read(index, self.decode)
+
+    def decode(self, record: VideoRecord, rng: np.random.Generator) -> dict:
+        """The media of one item: frames, frame_mask, timestamps, audio, audio_mask (raises VideoDecodeError)."""
+        clip = load_clip(record.video, self.sampler, start=record.start, end=record.end, seed=rng, **self.clip_kwargs)
+        return {"frames": clip.frames, "frame_mask": clip.frame_mask, "timestamps": clip.timestamps,
+                "audio": clip.audio, "audio_mask": clip.audio_mask}
+
+    def read(self, index: int, load: Callable[[VideoRecord, np.random.Generator], dict]) -> dict:
+        """Item ``index`` with its media from ``load(record, rng)``: the one place where items, caption
+        choice and the skipping of bad videos live (``CachedFeatureDataset`` reads through it too)."""
         for offset in range(len(self.items)):
             item = (index + offset) % len(self.items)
             rec_idx, cap_idx = self.items[item]
@@ -105,16 +117,12 @@ class VideoTextDataset(Dataset):
                 continue
             rng = np.random.default_rng([self.seed, self.epoch, item])
             try:
-                clip = load_clip(record.video, self.sampler, start=record.start, end=record.end, seed=rng,
-                                 **self.clip_kwargs)
+                media = load(record, rng)
             except VideoDecodeError as error:
                 self._note_bad(record, error)
                 continue
             if cap_idx < 0:
                 cap_idx = int(rng.integers(len(record.captions)))
-            return {
-                "frames": clip.frames, "frame_mask": clip.frame_mask, "timestamps": clip.timestamps,
-                "audio": clip.audio, "audio_mask": clip.audio_mask, "caption": record.captions[cap_idx],
-                "video_id": record.video_id, "path": record.video, "index": item,
-            }
+            return {**media, "caption": record.captions[cap_idx], "video_id": record.video_id,
+                    "path": record.video, "index": item}
         raise RuntimeError(f"no readable video left in the dataset ({self.num_bad} unreadable)")

@@ -227,6 +227,7 @@ class FeatureCache:
         if not (self.dir / INDEX_NAME).is_file():
             raise FileNotFoundError(f"no feature cache at {self.dir}: {INDEX_NAME} is missing")
         index = _read_index(self.dir, expected_spec)
+        self.spec = expected_spec
         self._entries = {
             key: (shard, names) for shard, entries in index["shards"].items() for key, names in entries.items()
         }

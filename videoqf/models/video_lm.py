@@ -12,10 +12,9 @@ import torch
 from torch import nn
 
 from videoqf.backends import VideoTokens, backend_config, build_backend
-from videoqf.encoders.audio import FrozenAudioEncoder
-from videoqf.encoders.vision import FrozenVisionEncoder
 from videoqf.llm.bridge import VideoLLMBridge
 from videoqf.models.config import ModelConfig
+from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.stage1 import Stage1Objectives
 
 
@@ -25,10 +24,7 @@ class VideoLanguageModel(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.stage = 1
-        with torch.random.fork_rng():  # random frozen encoders are a function of the config alone
-            torch.manual_seed(config.frozen_init_seed)
-            self.vision = FrozenVisionEncoder(config.vision) if encoders else None
-            self.audio = FrozenAudioEncoder(config.audio) if encoders and config.use_audio else None
+        self.vision, self.audio = build_frozen_encoders(config) if encoders else (None, None)
         self.backend = build_backend(config.variant, backend_config(config.variant, config.backend,
                                                                     preset=config.preset))
         head_vocab = self.backend.head.config.vocab_size

@@ -1,0 +1,110 @@
+"""Run the frozen encoders once over a dataset's clips and write their outputs to the feature cache.
+
+One cache entry per distinct clip (video path + window), whatever the number of its captions. Per clip:
+``features`` [T, N, D], ``frame_mask`` [T], ``timestamps`` [T] and, with an audio encoder,
+``audio_tokens`` [S, Na, Da] and ``audio_segment_mask`` [S], in the encoders' dtype. A deterministic
+sampler gives the frames the dataset would decode; a random one (``random_segment``, ``head_tail``) is
+drawn once per clip from ``sampler_seed`` and the clip's key, so the cache holds one fixed draw.
+Keys already in the cache are skipped (a killed run resumes); unreadable videos are counted, logged, and
+listed in ``unreadable.json`` so the cached dataset skips them as ``VideoTextDataset`` does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm import tqdm
+
+from videoqf.data.annotations import VideoRecord
+from videoqf.data.dataset import VideoTextDataset
+from videoqf.data.errors import VideoDecodeError
+from videoqf.data.feature_cache import CacheSpec, FeatureCacheWriter, cache_key
+
+logger = logging.getLogger(__name__)
+
+UNREADABLE_NAME = "unreadable.json"
+RANDOM_SAMPLERS = ("random_segment", "head_tail")
+
+
+def record_key(record: VideoRecord, *, sampler_name: str, sampler_seed: int | None, num_frames: int) -> str:
+    """The cache key of a record's clip (an open window end is stored as -1)."""
+    window = None
+    if record.start is not None or record.end is not None:
+        window = (record.start or 0.0, -1.0 if record.end is None else record.end)
+    return cache_key(record.video, window, sampler_name, sampler_seed, num_frames)
+
+
+def read_unreadable(cache_dir: str | os.PathLike) -> dict[str, str]:
+    """{video path: cause} of the videos the extraction could not decode (empty when none)."""
+    path = Path(cache_dir) / UNREADABLE_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass
+class ExtractStats:
+    """Distinct clips, written now, found already in the cache, and unreadable ones (path -> cause)."""
+
+    clips: int = 0
+    written: int = 0
+    skipped: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+def _encode(clips: list[dict], vision, audio) -> list[dict[str, torch.Tensor]]:
+    """Decoded clips -> per-clip tensors, one encoder pass per batch (frames padded to the longest)."""
+    frames = pad_sequence([c["frames"] for c in clips], batch_first=True)  # [B, T, 3, H, W]
+    features = vision(frames).cpu()  # [B, T, N, D]
+    out = [{"features": f[: len(c["frame_mask"])].clone(), "frame_mask": c["frame_mask"],
+            "timestamps": c["timestamps"]} for f, c in zip(features, clips)]
+    if audio is not None:
+        tokens, segment_mask = audio([c["audio"] for c in clips])  # [B, S, N, D], [B, S]
+        for entry, t, m in zip(out, tokens.cpu(), segment_mask.cpu()):
+            entry["audio_tokens"], entry["audio_segment_mask"] = t, m
+    return out
+
+
+def extract_features(dataset: VideoTextDataset, vision, audio, out_dir: str | os.PathLike, *, sampler_name: str,
+                     sampler_seed: int | None, num_frames: int, batch_size: int = 16, shard_size: int = 256,
+                     progress: bool = True) -> ExtractStats:
+    """Encode every distinct clip of ``dataset`` not yet in the cache at ``out_dir`` (see the module doc).
+
+    ``audio``: a ``FrozenAudioEncoder`` or None (then no audio is stored and the spec says so); the spec is
+    ``CacheSpec.from_encoders(vision, audio, sampler=sampler_name, ...)``.
+    """
+    spec = CacheSpec.from_encoders(vision, audio, sampler=sampler_name, sampler_seed=sampler_seed,
+                                   num_frames=num_frames)
+    keys: dict[str, VideoRecord] = {}
+    for record in dataset.records:
+        keys.setdefault(record_key(record, sampler_name=sampler_name, sampler_seed=sampler_seed,
+                                   num_frames=num_frames), record)
+    stats = ExtractStats(clips=len(keys))
+    with FeatureCacheWriter(out_dir, spec, shard_size=shard_size) as writer:
+        todo = [(key, record) for key, record in keys.items() if not writer.has(key)]
+        stats.skipped = len(keys) - len(todo)
+        bar = tqdm(total=len(todo), desc="extracting features", unit="clip", disable=not progress)
+        for first in range(0, len(todo), batch_size):
+            decoded = []
+            for key, record in todo[first : first + batch_size]:
+                rng = (np.random.default_rng([sampler_seed, int(key[:15], 16)])
+                       if sampler_name in RANDOM_SAMPLERS else None)
+                try:
+                    decoded.append((key, dataset.decode(record, rng)))
+                except VideoDecodeError as error:
+                    stats.unreadable[record.video] = error.cause
+                    logger.warning("skipping unreadable video %s: %s", record.video, error.cause)
+            if decoded:
+                for (key, _), tensors in zip(decoded, _encode([c for _, c in decoded], vision, audio)):
+                    writer.add(key, tensors)
+                    stats.written += 1
+            bar.update(len(todo[first : first + batch_size]))
+        bar.close()
+    tmp = Path(out_dir) / f".{UNREADABLE_NAME}.tmp"
+    tmp.write_text(json.dumps(stats.unreadable, indent=1))
+    os.replace(tmp, Path(out_dir) / UNREADABLE_NAME)
+    return stats
