@@ -15,9 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from videoqf.eval.report import format_metrics  # noqa: E402
-from videoqf.models.collate import CaptionCollate  # noqa: E402
 from videoqf.recipes.checkpoint_model import load_model  # noqa: E402
-from videoqf.recipes.run import datasets, evaluation  # noqa: E402
+from videoqf.recipes.run import datasets, evaluation, make_collate  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,9 +30,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     model, cfg, _ = load_model(args.checkpoint)
     cfg = replace(cfg, eval=replace(cfg.eval, annotations=args.data, pairs=args.pairs, max_clips=args.max_clips),
-                  data=replace(cfg.data, video_root=args.video_root))
+                  data=replace(cfg.data, video_root=args.video_root, features=""))  # decode the given videos
     _, held_out = datasets(cfg, model)
-    collate = CaptionCollate(model.tokenizer, cfg.model.max_text_len)
+    collate = make_collate(cfg, model.tokenizer)
     metrics, _ = evaluation(cfg, held_out, collate, captions=model.bridge is not None)(model, progress=True)
     print(json.dumps(metrics, indent=1) if args.json else format_metrics(metrics))
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,10 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 from videoqf.backends import BACKENDS  # noqa: E402
 from videoqf.config import load_config  # noqa: E402
-from videoqf.data.config import build_dataset, cache_spec  # noqa: E402
-from videoqf.data.extract import extract_features  # noqa: E402
 from videoqf.experiment import ExperimentConfig  # noqa: E402
 from videoqf.models.frozen import build_frozen_encoders  # noqa: E402
+from videoqf.recipes.features import ensure_features  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,14 +46,9 @@ def main(argv=None) -> int:
     files = [Path(args.config)] + ([ROOT / "configs" / "variants" / f"{args.variant}.yaml"] if args.variant else [])
     cfg = load_config(ExperimentConfig, files, args.overrides)
     vision, audio = build_frozen_encoders(cfg.model)
-    clip = vision.data_config
-    data = cfg.data
-    dataset = build_dataset(replace(data, features=""), image_size=clip["image_size"],
-                            mean=tuple(clip["mean"]), std=tuple(clip["std"]))
-    spec = cache_spec(data, vision, audio)
-    stats = extract_features(dataset, vision, audio if spec.audio_encoder else None, args.out,
-                             sampler_name=spec.sampler, sampler_seed=spec.sampler_seed, num_frames=spec.num_frames,
-                             batch_size=args.batch_size, shard_size=args.shard_size, progress=not args.no_progress)
+    _, (stats,) = ensure_features(cfg.data, [cfg.data.annotations], vision, audio, out_dir=args.out,
+                                  batch_size=args.batch_size, shard_size=args.shard_size,
+                                  progress=not args.no_progress)
     print(f"{args.out}: {stats.clips} clips, {stats.written} written, {stats.skipped} already cached, "
           f"{len(stats.unreadable)} unreadable")
     return 0

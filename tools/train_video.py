@@ -54,7 +54,9 @@ def embedded_default(variant: str, num_clips: int) -> tuple[list[Path], list[str
     files = [ROOT / "configs" / "synthetic.yaml", ROOT / "configs" / "variants" / f"{variant}.yaml"]
     overrides = [f"data.annotations={data / 'train.jsonl'}", f"eval.annotations={data / 'test.jsonl'}",
                  f"eval.pairs={data / 'pairs.json'}", f"model.tokenizer={data}",
-                 "model.llm.arch=causal", f"model.llm.path={lm}", "model.llm.video_dim=128"]
+                 "model.llm.arch=causal", f"model.llm.path={lm}", "model.llm.video_dim=128",
+                 # the frozen encoders run once per clip; a cache made differently is refused, not reused
+                 f"data.features={cache_root() / f'features-{num_clips}'}"]
     return files, overrides
 
 

@@ -40,6 +40,10 @@ class CachedFeatureDataset(Dataset):
     def items(self) -> list[tuple[int, int]]:
         return self.dataset.items
 
+    @property
+    def records(self):
+        return self.dataset.records
+
     def lookup(self, record: VideoRecord, rng: np.random.Generator) -> dict:
         """A record's cached tensors; a video the extraction could not read raises ``VideoDecodeError``."""
         key = record_key(record, **self._key_args)

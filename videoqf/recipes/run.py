@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from videoqf.config import to_yaml
+from videoqf.data.cached import collate_cached
+from videoqf.data.collate import collate_clips
 from videoqf.data.config import build_dataset
 from videoqf.eval.model_eval import evaluate_model
 from videoqf.experiment import ExperimentConfig
@@ -21,6 +23,7 @@ from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.collate import CaptionCollate
 from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.recipes.features import clip_overrides, ensure_features
 from videoqf.train.checkpoint import resolve_checkpoint
 from videoqf.train.loop import Trainer
 
@@ -40,16 +43,26 @@ def checkpoint_files(cfg: ExperimentConfig, model) -> dict:
 
 
 def datasets(cfg: ExperimentConfig, model):
-    clip = model.vision.data_config
-    overrides = dict(image_size=clip["image_size"], mean=tuple(clip["mean"]), std=tuple(clip["std"]))
-    train = build_dataset(cfg.data, **overrides)
+    """Training and held-out datasets; with ``data.features`` set, both read the feature cache (filled
+    first with whatever it lacks)."""
+    overrides = clip_overrides(model.vision)
+    spec = None
+    if cfg.data.features:
+        files = [cfg.data.annotations] + ([cfg.eval.annotations] if cfg.eval.annotations else [])
+        spec, _ = ensure_features(cfg.data, files, model.vision, model.audio, out_dir=cfg.data.features)
+    train = build_dataset(cfg.data, expected_spec=spec, **overrides)
     held_out = None
     if cfg.eval.annotations:
         held_out = build_dataset(replace(cfg.data, annotations=cfg.eval.annotations, caption_mode="first",
-                                         max_bad_fraction=1.0), **overrides)
+                                         max_bad_fraction=1.0), expected_spec=spec, **overrides)
         if cfg.eval.max_clips:
-            held_out.items = held_out.items[: cfg.eval.max_clips]
+            base = getattr(held_out, "dataset", held_out)  # the cached dataset reads the video dataset's items
+            base.items = base.items[: cfg.eval.max_clips]
     return train, held_out
+
+
+def make_collate(cfg: ExperimentConfig, tokenizer) -> CaptionCollate:
+    return CaptionCollate(tokenizer, cfg.model.max_text_len, base=collate_cached if cfg.data.features else collate_clips)
 
 
 def evaluation(cfg: ExperimentConfig, held_out, collate, *, captions: bool):
@@ -77,7 +90,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     model = VideoLanguageModel(cfg.model, tokenizer)
     train, held_out = datasets(cfg, model)
-    collate = CaptionCollate(tokenizer, cfg.model.max_text_len)
+    collate = make_collate(cfg, tokenizer)
     for stage in cfg.stages.selected:
         steps = cfg.stages.stage1_steps if stage == 1 else cfg.stages.stage2_steps
         lr = cfg.stages.stage1_lr if stage == 1 else cfg.stages.stage2_lr

@@ -1,0 +1,33 @@
+"""Make sure the frozen encoders' outputs for some annotation files are in the feature cache.
+
+Extraction skips clips already cached and refuses a cache made with other encoders / sampler, so calling
+this before every run is cheap once the cache is complete.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from videoqf.data.config import DataConfig, build_dataset, cache_spec
+from videoqf.data.extract import ExtractStats, extract_features
+from videoqf.data.feature_cache import CacheSpec
+
+
+def clip_overrides(vision) -> dict:
+    """Decode clips at the vision encoder's own image size and normalisation."""
+    clip = vision.data_config
+    return dict(image_size=clip["image_size"], mean=tuple(clip["mean"]), std=tuple(clip["std"]))
+
+
+def ensure_features(data: DataConfig, annotation_files: list[str], vision, audio, *, out_dir: str,
+                    batch_size: int = 16, shard_size: int = 256,
+                    progress: bool = True) -> tuple[CacheSpec, list[ExtractStats]]:
+    """Extract every clip of ``annotation_files`` into ``out_dir``; returns the cache spec and per-file stats."""
+    spec = cache_spec(data, vision, audio)
+    stats = []
+    for annotations in annotation_files:
+        dataset = build_dataset(replace(data, annotations=annotations, features=""), **clip_overrides(vision))
+        stats.append(extract_features(dataset, vision, audio if spec.audio_encoder else None, out_dir,
+                                      sampler_name=spec.sampler, sampler_seed=spec.sampler_seed,
+                                      num_frames=spec.num_frames, batch_size=batch_size, shard_size=shard_size,
+                                      progress=progress))
+    return spec, stats
