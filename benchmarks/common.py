@@ -54,4 +54,24 @@ def write_result(name: str, title: str, body: str) -> Path:
             f"- date: {_dt.date.today().isoformat()}\n\n{body.strip()}\n")
     out = RESULTS_DIR / f"{name}.md"
     out.write_text(text)
+    assemble()
     return out
+
+
+ORDER = ["qformer_vs_hf", "decode", "cache", "params", "default_run", "sweep"]
+
+
+def assemble() -> Path:
+    """Rebuild ``benchmarks/RESULTS.md`` from every section in ``results/`` (known ones first)."""
+    sections = sorted(RESULTS_DIR.glob("*.md"), key=lambda p: (ORDER.index(p.stem.split("-")[0])
+                                                                if p.stem.split("-")[0] in ORDER else len(ORDER), p.stem))
+    body = "\n\n".join(p.read_text().strip() for p in sections)
+    out = RESULTS_DIR.parent / "RESULTS.md"
+    out.write_text("# Benchmark results\n\nEach section was written by the command it names, on the machine it "
+                   "names; ratios were measured side by side in one run. Rebuild this file with "
+                   "`python benchmarks/common.py`.\n\n" + body + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    print(assemble())

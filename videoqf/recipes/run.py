@@ -86,6 +86,8 @@ def latest_complete(stage_dir: Path) -> Path | None:
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[dict, list[dict]]:
     """Train the selected stages into ``run_dir`` and evaluate; returns (metrics, samples)."""
     run_dir = Path(run_dir)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     model = VideoLanguageModel(cfg.model, tokenizer)
