@@ -5,7 +5,9 @@
 the sampled ones are decoded and only those are converted to RGB. ``PyAVReader`` is the fallback for
 files decord cannot open (decord is known to fail on some real H.264 streams and on files
 with a broken index); it decodes the stream in order and keeps the sampled frames only. Both expose
-``num_frames``, ``fps`` and ``read(indices) -> (frames uint8 [T, H, W, 3], timestamps [T] seconds)``.
+``num_frames``, ``fps`` and ``read(indices) -> (frames uint8 [T, size, size, 3], timestamps [T] s)``.
+Both resize inside FFmpeg (swscale, bicubic) while converting to RGB when given ``size``: a 720p
+frame is never materialised as RGB at full size, which is most of the cost of a naive loader.
 
 Audio: ``read_audio`` returns the mono waveform of a time window at the file's own rate (decord's
 ``AudioReader``; PyAV when the video went through the fallback). ``probe`` opens the container with
@@ -25,9 +27,9 @@ import torch
 from videoqf.data.errors import VideoDecodeError
 
 # decord forwards every FFmpeg warning to stderr (thousands of lines on some H.264 streams);
-# failures still reach us as exceptions, which become VideoDecodeError with the cause.
+# failures still reach us as exceptions, which become VideoDecodeError with the cause. PyAV ignores
+# FFmpeg's log by default; we leave it so: its Python log callback can deadlock threaded decoding.
 decord.logging.set_level(decord.logging.QUIET)
-av.logging.set_level(av.logging.PANIC)
 
 # first bytes of containers we know, to tell "truncated video" from "not a video at all"
 _CONTAINER_MAGIC = {b"ftyp": 4, b"\x1aE\xdf\xa3": 0, b"RIFF": 0, b"FLV": 0, b"OggS": 0}
@@ -76,9 +78,11 @@ def probe(path: str) -> MediaInfo:
 class DecordReader:
     """decord ``VideoReader`` over one file; opened where it is used (never pickled to workers)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, size: int | None = None):
         self.path = path
-        self._vr = decord.VideoReader(path, num_threads=1)
+        self.size = size
+        # one decoding thread: DataLoader workers are the parallelism, more threads would oversubscribe
+        self._vr = decord.VideoReader(path, num_threads=1, width=size or -1, height=size or -1)
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps())
 
@@ -91,8 +95,9 @@ class DecordReader:
 class PyAVReader:
     """Sequential PyAV decoding that keeps the requested frames; counts frames by demuxing first."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, size: int | None = None):
         self.path = path
+        self.size = size
         try:
             with av.open(path) as container:
                 stream = container.streams.video[0]
@@ -118,7 +123,9 @@ class PyAVReader:
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
                     if i in wanted:
-                        found[i] = (frame.to_ndarray(format="rgb24"), float(frame.time or 0.0))
+                        rgb = frame.to_ndarray(format="rgb24", width=self.size or frame.width,
+                                               height=self.size or frame.height, interpolation="BICUBIC")
+                        found[i] = (rgb, float(frame.time or 0.0))
                     if i >= max(wanted):
                         break
         except av.FFmpegError as exc:
@@ -132,20 +139,23 @@ class PyAVReader:
         return frames, torch.tensor([found[i][1] for i in indices], dtype=torch.float32)
 
 
-def open_video(path: str, backend: str = "auto") -> DecordReader | PyAVReader:
-    """A frame reader for ``path``: ``"decord"``, ``"pyav"``, or ``"auto"`` (decord, PyAV if it fails)."""
+def open_video(path: str, backend: str = "auto", size: int | None = None) -> DecordReader | PyAVReader:
+    """A frame reader for ``path`` giving ``size x size`` frames (None: as stored).
+
+    ``backend``: ``"decord"``, ``"pyav"``, or ``"auto"`` (decord, PyAV where decord fails).
+    """
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"unknown video backend {backend!r}; use 'auto', 'decord' or 'pyav'")
     reader: DecordReader | PyAVReader
     if backend == "pyav":
-        reader = PyAVReader(path)
+        reader = PyAVReader(path, size)
     else:
         try:
-            reader = DecordReader(path)
+            reader = DecordReader(path, size)
         except decord.DECORDError as exc:
             if backend == "decord":
                 raise VideoDecodeError(path, f"decord cannot open it ({str(exc).strip()[-200:]})") from exc
-            reader = PyAVReader(path)
+            reader = PyAVReader(path, size)
     if reader.num_frames == 0:
         raise VideoDecodeError(path, "zero decodable frames")
     if reader.fps <= 0:
@@ -169,7 +179,7 @@ def read_frames(
         cause = f"decord failed on frames {indices} ({str(exc).strip()[-160:]})"
         if not fallback:
             raise VideoDecodeError(reader.path, cause) from exc
-    pyav = PyAVReader(reader.path)
+    pyav = PyAVReader(reader.path, reader.size)
     if pyav.num_frames != reader.num_frames:
         raise VideoDecodeError(reader.path, f"{cause}; PyAV counts {pyav.num_frames} frames, decord {reader.num_frames}")
     frames, times = pyav.read(indices)

@@ -1,8 +1,8 @@
 """Load one clip: sample frame indices, decode only those, resize/normalise, and cut the audio window.
 
 ``load_clip`` is the single entry point the datasets, the feature cache and ``tools/caption.py`` use.
-Frames are squashed to ``image_size x image_size`` (no crop, so nothing at the edges is lost) and
-normalised with the vision encoder's mean/std (pass its timm data config through the keywords).
+Frames are squashed to ``image_size x image_size`` (no crop, so nothing at the edges is lost) by
+FFmpeg while decoding (see ``readers.py``), and normalised with the vision encoder's mean/std (pass its timm data config through the keywords).
 Audio is resampled to 16 kHz with ``torchaudio.functional.resample``, as the audio encoder's
 filter banks (AST / BEATs style, 16 kHz fbank) expect.
 
@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 import torchaudio.functional as AF
 from einops import rearrange
 
@@ -84,11 +83,9 @@ def _resolve_window(path: str, start: float | None, end: float | None, duration:
     return start, end
 
 
-def _preprocess(frames: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> normalised float [T, 3, image_size, image_size]."""
+def _normalise(frames: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> normalised float [T, 3, H, W]."""
     x = rearrange(frames, "t h w c -> t c h w").float().div_(255.0)
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean_t) / std_t
@@ -116,7 +113,7 @@ def load_clip(
     """
     path = os.fspath(path)
     info = probe(path)
-    reader = open_video(path, backend)
+    reader = open_video(path, backend, image_size)
     duration = reader.num_frames / reader.fps
     window = _resolve_window(path, start, end, duration)
     first, stop = frames_in_window(*window, reader.fps, reader.num_frames)
@@ -133,7 +130,7 @@ def load_clip(
         wave = AF.resample(native, info.audio_rate, AUDIO_SAMPLE_RATE)
         num_audio = wave.shape[0]
     return Clip(
-        frames=_preprocess(raw, image_size, mean, std),
+        frames=_normalise(raw, mean, std),
         frame_indices=torch.tensor(indices, dtype=torch.long),
         timestamps=timestamps,
         frame_mask=torch.tensor(sampled.mask, dtype=torch.bool),
