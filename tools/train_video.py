@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ from videoqf.eval.report import format_metrics  # noqa: E402
 from videoqf.experiment import ExperimentConfig  # noqa: E402
 from videoqf.llm.config import CaptionLMConfig  # noqa: E402
 from videoqf.recipes.run import run_experiment  # noqa: E402
+from videoqf.recipes.features import feature_digest  # noqa: E402
 from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic  # noqa: E402
 
 
@@ -54,9 +56,7 @@ def embedded_default(variant: str, num_clips: int) -> tuple[list[Path], list[str
     files = [ROOT / "configs" / "synthetic.yaml", ROOT / "configs" / "variants" / f"{variant}.yaml"]
     overrides = [f"data.annotations={data / 'train.jsonl'}", f"eval.annotations={data / 'test.jsonl'}",
                  f"eval.pairs={data / 'pairs.json'}", f"model.tokenizer={data}",
-                 "model.llm.arch=causal", f"model.llm.path={lm}", "model.llm.video_dim=128",
-                 # the frozen encoders run once per clip; a cache made differently is refused, not reused
-                 f"data.features={cache_root() / f'features-{num_clips}'}"]
+                 "model.llm.arch=causal", f"model.llm.path={lm}", "model.llm.video_dim=128"]
     return files, overrides
 
 
@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     if args.stage:
         overrides.append(f"stages.stage={args.stage}")
     cfg = load_config(ExperimentConfig, files, overrides + list(args.overrides))
+    if not args.config and not cfg.data.features:
+        # the frozen encoders run once per clip, into a cache named after what its features depend on
+        cfg = replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg)}")))
     run_dir = Path(args.resume or args.run_dir or f"runs/{cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}")
     metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume))
     print(f"\n{cfg.model.variant}: held-out metrics ({cfg.eval.annotations})\n")

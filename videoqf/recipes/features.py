@@ -5,11 +5,21 @@ this before every run is cheap once the cache is complete.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
+from videoqf.config import to_yaml
 from videoqf.data.config import DataConfig, build_dataset, cache_spec
 from videoqf.data.extract import ExtractStats, extract_features
 from videoqf.data.feature_cache import CacheSpec
+
+
+def feature_digest(cfg) -> str:
+    """A short name for everything an experiment's cached features depend on (data, encoders, seed)."""
+    parts = {"annotations": cfg.data.annotations, "sampler": cfg.data.sampler, "sampler_kwargs": cfg.data.sampler_kwargs,
+             "num_frames": cfg.data.num_frames, "audio": cfg.data.audio and cfg.model.use_audio,
+             "vision": cfg.model.vision, "audio_encoder": cfg.model.audio, "seed": cfg.model.frozen_init_seed}
+    return hashlib.sha256(to_yaml(parts).encode()).hexdigest()[:12]
 
 
 def clip_overrides(vision) -> dict:
