@@ -184,14 +184,11 @@ class QFormer(nn.Module):
                 f"encoder tokens are {encoder_tokens.shape[-1]} wide but qformer.encoder_width="
                 f"{self.config.encoder_width}"
             )
-        kv = rearrange(
-            self.cross_kv(encoder_tokens.to(self.cross_kv.weight.dtype)),
-            "b n (l two h d) -> l two b h n d",
-            l=len(self.config.cross_layers),
-            two=2,
-            h=self.config.num_heads,
-        )
-        return CrossContext(kv=[(layer[0], layer[1]) for layer in kv], mask=encoder_attention_mask(encoder_mask))
+        # split the last dimension (its backward is one concatenation) into [k_0, v_0, k_1, v_1, ...]
+        parts = [rearrange(t, "b n (h d) -> b h n d", h=self.config.num_heads)
+                 for t in self.cross_kv(encoder_tokens.to(self.cross_kv.weight.dtype)).split(
+                     self.config.hidden_size, dim=-1)]
+        return CrossContext(kv=list(zip(parts[0::2], parts[1::2])), mask=encoder_attention_mask(encoder_mask))
 
     def forward(
         self,
