@@ -1,0 +1,63 @@
+"""All video backends side by side: cost and quality on the same data, seeds and budget.
+
+Every variant (cascaded, cascaded without audio / without temporal PE, spatiotemporal with and without
+FFN experts, framewise, meanpool, and any backend later registered with a configs/variants/NAME.yaml)
+is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
+variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE) for each seed, then
+evaluated on held-out clips. Writes benchmarks/results/sweep.md (table, command, machine, date, and what
+the numbers say about the expected effects against the seed spread) and benchmarks/results/sweep.png
+(quality against backend FLOPs per clip). Finished cells are kept in --sweep-dir; a restart skips them.
+
+    python benchmarks/sweep.py --quick                  # 7 variants x seeds 0,1, small budget
+    python benchmarks/sweep.py                          # full budget (400 + 300 steps, 100 held-out clips)
+    python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1_steps=100
+
+Expected time on 2 CPU cores (1 torch thread per run): --quick EXPECTED_QUICK; the full sweep
+EXPECTED_FULL. The first run also makes the synthetic set, the caption LM and the feature caches
+(with and without audio).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.sweep_report import write_report  # noqa: E402
+from benchmarks.sweep_run import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
+from tools.train_video import embedded_default  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", help=f"comma-separated subset of {', '.join(available_variants())} (default: all)")
+    ap.add_argument("--seeds", default="0,1", help="comma-separated train seeds (default: 0,1)")
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="stage steps and eval size")
+    ap.add_argument("--quick", action="store_true", help="same as --budget quick")
+    ap.add_argument("--sweep-dir", default="runs/sweep", help="where cells are saved and resumed from")
+    ap.add_argument("--synthetic-clips", type=int, default=1000, help="size of the embedded synthetic set")
+    ap.add_argument("--repeats", type=int, default=5, help="timed train steps per variant")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every cell")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    budget = "quick" if args.quick else args.budget
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    result = run_sweep(select_variants(args.variants), seeds,
+                       setup=partial(embedded_default, num_clips=args.synthetic_clips),
+                       overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir,
+                       repeats=args.repeats, threads=args.threads)
+    md, png = write_report(result, budget=" ".join([budget, *args.overrides]))
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
