@@ -66,8 +66,8 @@ STANDARD_VARIANTS = (
 # standard variants x 2 seeds in under 15 minutes on 2 CPU cores (see benchmarks/sweep.py);
 # "full" keeps the embedded default's 400 + 300 steps and every held-out clip.
 BUDGETS: dict[str, tuple[str, ...]] = {
-    "quick": ("stages.stage1_steps=40", "stages.stage2_steps=25", "train.micro_batch_size=16",
-              "train.warmup_steps=5", "eval.max_clips=48", "eval.max_new_tokens=16", "eval.rerank_k=8"),
+    "quick": ("stages.stage1_steps=60", "stages.stage2_steps=30", "train.micro_batch_size=16",
+              "train.warmup_steps=10", "eval.max_clips=48", "eval.max_new_tokens=16", "eval.rerank_k=8"),
     "full": (),
 }
 # What every sweep run shares whatever the budget: no checkpoints or evaluation mid-stage, no progress bars.
