@@ -85,6 +85,14 @@ def findings(result: SweepResult) -> list[str]:
         lines.append(f"- **framewise vs cascaded tokens**: framewise hands the LLM {fw} tokens per clip, cascaded "
                      f"{cas} ({fw / cas:.1f}x); quality: " + "; ".join(
                          compare(result, "framewise", "cascaded", k) for k in ("t2v_r1", "cider")) + ".")
+    clips = min((c["held_out_clips"] for cells in result.cells.values() for c in cells), default=0)
+    if clips:
+        chance = 1 / clips
+        near = [v for v in result.cells if quality(result, v, "t2v_r1").high < 2 * chance]
+        lines.append(f"- **chance**: t2v R@1 by chance is 1/{clips} = {chance:.3f}; "
+                     + (f"{', '.join(near)} stay below twice that on every seed, so their other quality figures "
+                        "say little about the variant at this budget." if near else
+                        "every variant measured beats twice that on some seed."))
     ranges = {key: max((quality(result, v, key).range for v in result.cells if quality(result, v, key).n > 1),
                        default=math.nan) for key, _ in QUALITY}
     seeds = sorted({c["seed"] for cells in result.cells.values() for c in cells})

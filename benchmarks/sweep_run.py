@@ -263,9 +263,9 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                 if record is None:
                     log(f"training {v.name} seed {seed} ...")
                     start = time.perf_counter()
-                    metrics, _ = run_experiment(cfg, sweep_dir / v.name / f"seed{seed}", resume=True)
+                    metrics, samples = run_experiment(cfg, sweep_dir / v.name / f"seed{seed}", resume=True)
                     record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
-                              "wall_s": time.perf_counter() - start}
+                              "held_out_clips": len(samples), "wall_s": time.perf_counter() - start}
                     _write(path, record)
                     result.ran.append((v.name, seed))
                 result.cells[v.name].append(record)

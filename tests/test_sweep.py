@@ -67,6 +67,7 @@ def test_cells_are_measured_trained_and_tabled(sweep, tmp_path, monkeypatch):
         numbers = [float(x.replace(",", "")) for c in cells for x in re.findall(r"-?\d[\d,]*(?:\.\d+)?", c)]
         assert len(numbers) == 8 + 3 * sum(measured) and all(math.isfinite(x) for x in numbers)
     assert "seed spread" in text and "seeds [0, 1]" in text
+    assert result.cells["meanpool"][0]["held_out_clips"] == 4 and "1/4 = 0.250" in text
 
 
 def test_rerun_skips_finished_cells(sweep):
@@ -77,7 +78,7 @@ def test_rerun_skips_finished_cells(sweep):
 
 
 def fake(metric_by_variant: dict[str, list[float]]) -> SweepResult:
-    cells = {v: [{"seed": s, "metrics": {"order_pair_acc": x}} for s, x in enumerate(xs)]
+    cells = {v: [{"seed": s, "metrics": {"order_pair_acc": x}, "held_out_clips": 10} for s, x in enumerate(xs)]
              for v, xs in metric_by_variant.items()}
     return SweepResult(costs={}, cells=cells)
 
