@@ -1,0 +1,81 @@
+"""All video backends side by side: cost and quality on the same data, seeds and budget.
+
+Every variant (cascaded, cascaded without audio / without temporal PE, spatiotemporal with and without
+FFN experts, framewise, meanpool, and any backend later registered with a configs/variants/NAME.yaml)
+is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
+variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE) for each seed, then
+evaluated on held-out clips. Writes benchmarks/results/sweep.md (table, command, machine, date, and what
+the numbers say about the expected effects against the seed spread) and benchmarks/results/sweep.png
+(quality against backend FLOPs per clip). Finished cells are kept in --sweep-dir; a restart skips them.
+
+    python benchmarks/sweep.py --quick                  # 7 variants x seeds 0,1, small budget
+    python benchmarks/sweep.py                          # full budget (400 + 300 steps, 100 held-out clips)
+    python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1_steps=100
+
+Expected time on 2 CPU cores (1 torch thread per run), from calibration runs of single cells on a
+loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30 s per cell, 7 min for
+7 variants x 2 seeds, plus about 4 min the first time for the two feature caches (with and without audio)
+and 1 min for the sweep's caption LM (128 positions, so framewise's 64 tokens + a caption fit; the
+embedded default's LM has 48). The full sweep (400 + 300 steps at batch 32, all 100 held-out clips):
+about 5-6 min per cell, 1.3 h for 7 x 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.sweep_report import write_report  # noqa: E402
+from benchmarks.sweep_run import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
+from tools.train_video import embedded_default  # noqa: E402
+from videoqf.llm.config import CaptionLMConfig  # noqa: E402
+from videoqf.recipes.synthetic import cache_root, prepare_caption_lm  # noqa: E402
+
+# The embedded default's caption LM has 48 positions, fewer than framewise's 64 video tokens + a caption;
+# every variant of the sweep shares one LM pretrained the same way with room for the longest prefix.
+LM_POSITIONS = 128
+
+
+def sweep_setup(backend: str, *, num_clips: int) -> tuple[list[Path], list[str]]:
+    """The embedded default of ``backend`` with the sweep's caption LM (pretrained once in the cache)."""
+    files, overrides = embedded_default(backend, num_clips)
+    data = next(o.split("=", 1)[1] for o in overrides if o.startswith("model.tokenizer="))  # the synthetic set
+    lm = prepare_caption_lm(Path(data), cache_root() / f"caption-lm-{num_clips}-pos{LM_POSITIONS}",
+                            CaptionLMConfig(max_len=LM_POSITIONS))
+    return files, [*overrides, f"model.llm.path={lm}"]
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", help=f"comma-separated subset of {', '.join(available_variants())} (default: all)")
+    ap.add_argument("--seeds", default="0,1", help="comma-separated train seeds (default: 0,1)")
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="stage steps and eval size")
+    ap.add_argument("--quick", action="store_true", help="same as --budget quick")
+    ap.add_argument("--sweep-dir", default="runs/sweep", help="where cells are saved and resumed from")
+    ap.add_argument("--synthetic-clips", type=int, default=1000, help="size of the embedded synthetic set")
+    ap.add_argument("--repeats", type=int, default=5, help="timed train steps per variant")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every cell")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    budget = "quick" if args.quick else args.budget
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    result = run_sweep(select_variants(args.variants), seeds,
+                       setup=partial(sweep_setup, num_clips=args.synthetic_clips),
+                       overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir,
+                       repeats=args.repeats, threads=args.threads)
+    md, png = write_report(result, budget=" ".join([budget, *args.overrides]))
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The sweep's cells: every variant x seed trained and evaluated on the same data and budget, and every
+variant's cost measured side by side; each result is saved as JSON so a restarted sweep skips it.
+
+Layout of a sweep directory (``runs/sweep/`` by default)::
+
+    <variant>/cost.json          parameters, LLM tokens, FLOPs per clip, train-step time, memory
+    <variant>/seed<k>.json       held-out metrics of one seed (``videoqf.recipes.run.run_experiment``)
+    <variant>/seed<k>/           that run's checkpoints and logs (an interrupted run resumes from them)
+
+Every JSON keeps the config files and overrides it was made with; a restart with other settings is
+refused (use another sweep directory) rather than mixing budgets in one table.
+
+Costs come from the cached frozen-encoder features (the encoders' own cost is the same for every variant
+and is not counted): FLOPs by ``torch.utils.flop_counter.FlopCounterMode`` over one micro-batch, divided
+by its size (the stage-1 forward's VTM negatives scale with the batch, so its per-clip figure holds for
+that batch size); the step (forward, backward, AdamW on the stage-1 parameters) is timed round-robin
+across all variants (``benchmarks.common.interleaved_medians``); memory is the bytes autograd saves for
+backward in a stage-1 forward, and on a GPU the peak allocated memory of a step too.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.common import interleaved_medians
+from benchmarks.qformer_vs_hf import saved_bytes
+from videoqf.backends import BACKENDS
+from videoqf.config import load_config
+from videoqf.experiment import ExperimentConfig
+from videoqf.llm.tokenizer import load_tokenizer
+from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.recipes.run import datasets, make_collate, run_experiment
+from videoqf.train.loop import _to_device
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+NO_AUDIO_CACHE_SUFFIX = "-noaudio"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A column of the sweep: ``backend`` picks ``configs/variants/<backend>.yaml``; ``overrides`` change it."""
+
+    name: str
+    backend: str
+    overrides: tuple[str, ...] = ()
+
+
+STANDARD_VARIANTS = (
+    Variant("cascaded", "cascaded"),
+    Variant("cascaded-noaudio", "cascaded", ("model.backend.audio=false", "model.use_audio=false")),
+    Variant("cascaded-nope", "cascaded", ("model.backend.temporal_pe=false",)),
+    Variant("spatiotemporal", "spatiotemporal"),
+    Variant("spatiotemporal-noexperts", "spatiotemporal", ("model.backend.experts=false",)),
+    Variant("framewise", "framewise"),
+    Variant("meanpool", "meanpool"),
+)
+
+# Stage steps and evaluation size per budget (over configs/synthetic.yaml). "quick" is sized for all
+# standard variants x 2 seeds in under 15 minutes on 2 CPU cores (see benchmarks/sweep.py);
+# "full" keeps the embedded default's 400 + 300 steps and every held-out clip.
+BUDGETS: dict[str, tuple[str, ...]] = {
+    "quick": ("stages.stage1_steps=60", "stages.stage2_steps=30", "train.micro_batch_size=16",
+              "train.warmup_steps=10", "eval.max_clips=48", "eval.max_new_tokens=16", "eval.rerank_k=8"),
+    "full": (),
+}
+# What every sweep run shares whatever the budget: no checkpoints or evaluation mid-stage, no progress bars.
+RUN_OVERRIDES = ("train.save_every=0", "train.eval_every=0", "train.keep_last=1", "train.progress_bar=false")
+
+
+def available_variants(config_dir: Path = CONFIG_DIR) -> dict[str, Variant]:
+    """The standard variants, then every registered backend that has ``configs/variants/<name>.yaml``."""
+    out = {v.name: v for v in STANDARD_VARIANTS}
+    for name in sorted(BACKENDS):
+        if name not in out and (config_dir / "variants" / f"{name}.yaml").is_file():
+            out[name] = Variant(name, name)
+    return out
+
+
+def select_variants(names: str | None, config_dir: Path = CONFIG_DIR) -> list[Variant]:
+    """``"a,b"`` -> those variants (an unknown name is an error); None -> all available."""
+    known = available_variants(config_dir)
+    if not names:
+        return list(known.values())
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"unknown sweep variant(s) {unknown}; available: {sorted(known)}")
+    return [known[n] for n in wanted]
+
+
+# A function giving the config files and overrides (data, tokenizer, LLM) of a backend's base setup,
+# e.g. ``tools/train_video.embedded_default`` bound to a clip count.
+Setup = Callable[[str], tuple[list[Path], list[str]]]
+
+
+@dataclass
+class SweepResult:
+    costs: dict[str, dict]  # variant -> cost record
+    cells: dict[str, list[dict]]  # variant -> one record per seed, in seed order
+    ran: list[tuple[str, int]] = field(default_factory=list)  # (variant, seed) trained by this call
+
+
+def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[str]) -> tuple[ExperimentConfig, dict]:
+    """The experiment config of one cell and the recipe that made it (files + overrides, kept in its JSON).
+
+    ``train.seed`` is the cell's seed; ``model.frozen_init_seed`` stays as configured so every cell reads
+    the same frozen-encoder features. A variant without audio (``model.use_audio=false``) has a feature
+    cache spec without the audio encoder, so it reads its own cache: ``<data.features>-noaudio``.
+    """
+    files, base = setup(variant.backend)
+    recipe = {"files": [str(f) for f in files],
+              "overrides": [*base, *RUN_OVERRIDES, *variant.overrides, *overrides, f"train.seed={seed}"]}
+    cfg = load_config(ExperimentConfig, files, recipe["overrides"])
+    if cfg.data.features and not cfg.model.use_audio:
+        cfg = replace(cfg, data=replace(cfg.data, features=cfg.data.features + NO_AUDIO_CACHE_SUFFIX, audio=False))
+    return cfg, recipe
+
+
+def _read_checked(path: Path, recipe: dict) -> dict | None:
+    """The saved record at ``path`` if there is one, made with ``recipe``; another recipe is an error."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("recipe") != recipe:
+        raise ValueError(f"{path} was made with other settings ({record.get('recipe')}) than this sweep's "
+                         f"({recipe}); use another --sweep-dir or delete it")
+    return record
+
+
+def _write(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)  # a killed sweep never leaves half a record that a restart would trust
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (tiny models on few cores run far faster with 1), then restore."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def _prepare(cfg: ExperimentConfig, device: torch.device) -> tuple[VideoLanguageModel, dict]:
+    """A stage-1 model of ``cfg`` (seeded like a run) and one micro-batch of cached training features."""
+    torch.manual_seed(cfg.train.seed)
+    model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
+    train, _ = datasets(cfg, model)  # fills the feature cache (training and held-out clips) if needed
+    size = min(cfg.train.micro_batch_size, len(train))
+    batch = make_collate(cfg, model.tokenizer)([train[i] for i in range(size)])
+    if "features" not in batch:
+        raise ValueError(f"{cfg.model.variant}: the sweep measures costs from cached features; set data.features")
+    model.to(device)
+    return model, _to_device(batch, device, torch.float32)
+
+
+def _static_costs(model: VideoLanguageModel, batch: dict, cfg: ExperimentConfig) -> dict:
+    """Parameters, LLM tokens and FLOPs per clip of one prepared model (no timing)."""
+    trainable = set()
+    for stage in (2, 1) if model.bridge is not None else (1,):  # ends in stage 1, the stage measured
+        model.set_stage(stage)
+        trainable |= {id(p) for p in model.parameters() if p.requires_grad}
+    clips = batch["features"].shape[0]
+    model.train()
+    # with grad enabled: FlopCounterMode's module tracker fails on parameters that need grad under no_grad
+    with FlopCounterMode(display=False) as backend_fc:
+        model.encode(batch)
+    with FlopCounterMode(display=False) as stage1_fc:
+        model(batch)
+    return {
+        "params_trainable": _count(p for p in model.parameters() if id(p) in trainable),
+        "params_backend": _count(model.backend.parameters()),
+        "params_total": _count(model.parameters()),
+        "num_frames": cfg.data.num_frames,
+        "llm_tokens": model.backend.num_output_tokens(cfg.data.num_frames, audio=cfg.model.use_audio),
+        "backend_flops_per_clip": backend_fc.get_total_flops() / clips,
+        "stage1_flops_per_clip": stage1_fc.get_total_flops() / clips,
+        "batch": clips,
+    }
+
+
+def measure_costs(cfgs: dict[str, ExperimentConfig], *, repeats: int = 5,
+                  device: torch.device | None = None) -> dict[str, dict]:
+    """Cost record of each variant; the train steps of all ``cfgs`` are timed round-robin in one go."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prepared = {name: _prepare(cfg, device) for name, cfg in cfgs.items()}
+    out = {name: _static_costs(model, batch, cfgs[name]) for name, (model, batch) in prepared.items()}
+
+    def step_fn(model: VideoLanguageModel, batch: dict) -> Callable[[], None]:
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            model(batch)["loss"].backward()
+            opt.step()
+        return step
+
+    steps = {name: step_fn(model, batch) for name, (model, batch) in prepared.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = interleaved_medians(steps, repeats=repeats, sync=sync)
+    for name, (model, batch) in prepared.items():
+        rec = out[name]
+        rec.update(step_s=times[name], clips_per_s=rec["batch"] / times[name], timed_with=sorted(prepared),
+                   device=str(device), saved_bytes=saved_bytes(lambda: model(batch)["loss"]), cuda_peak_bytes=None)
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            steps[name]()
+            rec["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overrides: list[str] = (),
+              sweep_dir: str | Path = "runs/sweep", repeats: int = 5, threads: int | None = 1,
+              log: Callable[[str], None] = print) -> SweepResult:
+    """Measure and train every (variant, seed) cell not yet saved in ``sweep_dir``; return all records.
+
+    ``setup(backend)`` gives the base config files and overrides, ``overrides`` the budget and any
+    user changes (applied after the variant's own); ``threads`` sets torch's intra-op threads meanwhile.
+    """
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    sweep_dir = Path(sweep_dir)
+    overrides = list(overrides)
+    result = SweepResult(costs={}, cells={v.name: [] for v in variants})
+    with torch_threads(threads):
+        pending: dict[str, tuple[ExperimentConfig, dict]] = {}
+        for v in variants:
+            cfg, recipe = variant_config(v, 0, setup, overrides)  # costs do not depend on the seed
+            recipe = {**recipe, "repeats": repeats}
+            saved = _read_checked(sweep_dir / v.name / "cost.json", recipe)
+            if saved is None:
+                pending[v.name] = (cfg, recipe)
+            else:
+                result.costs[v.name] = saved
+        if pending:
+            log(f"measuring costs of {', '.join(pending)} ...")
+            measured = measure_costs({n: cfg for n, (cfg, _) in pending.items()}, repeats=repeats)
+            for name, (_, recipe) in pending.items():
+                result.costs[name] = {"variant": name, "recipe": recipe, **measured[name]}
+                _write(sweep_dir / name / "cost.json", result.costs[name])
+        for v in variants:
+            for seed in seeds:
+                cfg, recipe = variant_config(v, seed, setup, overrides)
+                path = sweep_dir / v.name / f"seed{seed}.json"
+                record = _read_checked(path, recipe)
+                if record is None:
+                    log(f"training {v.name} seed {seed} ...")
+                    start = time.perf_counter()
+                    metrics, samples = run_experiment(cfg, sweep_dir / v.name / f"seed{seed}", resume=True)
+                    record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
+                              "held_out_clips": len(samples), "wall_s": time.perf_counter() - start}
+                    _write(path, record)
+                    result.ran.append((v.name, seed))
+                result.cells[v.name].append(record)
+    return result

@@ -1,0 +1,97 @@
+"""benchmarks/sweep.py's sweep on two variants x two seeds with a minimal budget on the tiny synthetic set."""
+import json
+import math
+import re
+
+import pytest
+
+from benchmarks import common
+from benchmarks.sweep_report import QUALITY, compare, findings, write_report
+from benchmarks.sweep_run import SweepResult, run_sweep, select_variants
+
+TINY = [
+    "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.log_every=1",
+    "stages.stage1_steps=2", "stages.stage2_steps=1", "eval.max_new_tokens=4", "eval.rerank_k=4",
+    "model.llm.arch=causal", "model.llm.video_dim=128",
+    "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 72, "
+    "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(synthetic_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+
+    def setup(backend):
+        files = ["configs/synthetic.yaml", f"configs/variants/{backend}.yaml"]
+        return files, [f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
+                       f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
+                       f"data.features={root}/features"]
+
+    def run():
+        return run_sweep(select_variants("cascaded-noaudio,meanpool"), [0, 1], setup=setup, overrides=TINY,
+                         sweep_dir=root / "cells", repeats=1, log=lambda _: None)
+
+    return root, run, run()
+
+
+def test_cells_are_measured_trained_and_tabled(sweep, tmp_path, monkeypatch):
+    root, _, result = sweep
+    assert result.ran == [("cascaded-noaudio", 0), ("cascaded-noaudio", 1), ("meanpool", 0), ("meanpool", 1)]
+    # the audio-free variant reads its own cache (another spec); the other one the shared cache
+    assert (root / "features-noaudio" / "index.json").is_file() and (root / "features" / "index.json").is_file()
+    cas, mean = result.costs["cascaded-noaudio"], result.costs["meanpool"]
+    assert cas["llm_tokens"] == 8 and mean["llm_tokens"] == 8  # video queries only: no audio tokens, pooled frames
+    for cost in (cas, mean):
+        assert 0 < cost["params_trainable"] < cost["params_total"]
+        assert 0 < cost["backend_flops_per_clip"] < cost["stage1_flops_per_clip"]
+        assert cost["step_s"] > 0 and cost["saved_bytes"] > 0 and cost["batch"] == 4
+    first_loss = [json.loads((root / "cells" / "meanpool" / f"seed{s}" / "stage1" / "metrics.jsonl")
+                             .read_text().splitlines()[0])["loss"] for s in (0, 1)]
+    assert first_loss[0] != first_loss[1]  # train.seed reaches the init and the data order
+    assert [c["seed"] for c in result.cells["meanpool"]] == [0, 1]
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    md, png = write_report(result, budget="test")
+    assert png.is_file() and png.stat().st_size > 10_000
+    text = md.read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if re.match(r"\| (cascaded|meanpool)", line)}
+    assert set(rows) == {"cascaded-noaudio", "meanpool"}
+    # the tiny held-out split has an order pair but no sound pair: that column alone is n/a
+    measured = [key in result.cells["meanpool"][0]["metrics"] for key, _ in QUALITY]
+    assert measured == [True, True, True, False, True, True]
+    for line in rows.values():
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        assert len(cells) == 8 + len(QUALITY)
+        assert [c == "n/a" for c in cells[8:]] == [not m for m in measured]
+        numbers = [float(x.replace(",", "")) for c in cells for x in re.findall(r"-?\d[\d,]*(?:\.\d+)?", c)]
+        assert len(numbers) == 8 + 3 * sum(measured) and all(math.isfinite(x) for x in numbers)
+    assert "seed spread" in text and "seeds [0, 1]" in text
+    assert result.cells["meanpool"][0]["held_out_clips"] == 4 and "1/4 = 0.250" in text
+
+
+def test_rerun_skips_finished_cells(sweep):
+    _, run, first = sweep
+    again = run()
+    assert again.ran == []
+    assert again.cells == first.cells and again.costs == first.costs
+
+
+def fake(metric_by_variant: dict[str, list[float]]) -> SweepResult:
+    cells = {v: [{"seed": s, "metrics": {"order_pair_acc": x}, "held_out_clips": 10} for s, x in enumerate(xs)]
+             for v, xs in metric_by_variant.items()}
+    return SweepResult(costs={}, cells=cells)
+
+
+def test_a_difference_counts_only_beyond_the_seed_spread():
+    apart = fake({"cascaded": [0.8, 0.9], "cascaded-nope": [0.5, 0.6]})
+    assert "cascaded beats cascaded-nope by +0.300 on every seed" in compare(apart, "cascaded", "cascaded-nope",
+                                                                              "order_pair_acc")
+    reversed_ = compare(apart, "cascaded-nope", "cascaded", "order_pair_acc")
+    assert "cascaded beats cascaded-nope by +0.300" in reversed_ and "against the expectation" in reversed_
+    overlap = fake({"cascaded": [0.5, 0.9], "cascaded-nope": [0.6, 0.7]})
+    assert "no difference beyond seed spread" in compare(overlap, "cascaded", "cascaded-nope", "order_pair_acc")
+    single = fake({"cascaded": [0.9], "cascaded-nope": [0.5]})
+    assert "single seed" in compare(single, "cascaded", "cascaded-nope", "order_pair_acc")
+    text = "\n".join(findings(overlap))
+    assert "temporal PE on vs off" in text and "order_pair_acc 0.400" in text  # the largest seed range
