@@ -53,7 +53,7 @@ class Stage1Objectives(nn.Module):
 
     def video_features(self, vt: VideoTokens) -> torch.Tensor:
         """[B, Q, D] unit-norm contrastive video embeddings (one per head query)."""
-        return self.vtc.embed_video(vt.tokens[:, : vt.head_queries])
+        return self.vtc.embed_video(vt.contrastive_tokens)
 
     def matching_scores(self, backend: VideoBackend, context: CrossContext, text_ids: torch.Tensor,
                         text_mask: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class Stage1Objectives(nn.Module):
         head = backend.head
         logs: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=vt.tokens.device)
-        query_output = vt.tokens[:, : vt.head_queries]
+        query_output = vt.contrastive_tokens
 
         text_cls = head(text_ids=text_ids, text_mask=text_mask).text_output[:, 0]
         vtc = self.vtc(query_output, text_cls, video_ids)

@@ -85,7 +85,7 @@ class VideoLanguageModel(nn.Module):
         else:
             lm = self.bridge(vt.tokens, vt.mask, batch["caption"])
             out = {"loss": lm.loss, "logs": {"lm": lm.loss.detach()}}
-        out["query_output"] = vt.tokens[:, : vt.head_queries].detach()
+        out["query_output"] = vt.contrastive_tokens.detach()
         return out
 
     @torch.no_grad()
