@@ -62,7 +62,8 @@ def datasets(cfg: ExperimentConfig, model):
 
 
 def make_collate(cfg: ExperimentConfig, tokenizer) -> CaptionCollate:
-    return CaptionCollate(tokenizer, cfg.model.max_text_len, base=collate_cached if cfg.data.features else collate_clips)
+    return CaptionCollate(tokenizer, cfg.model.max_text_len, base=collate_cached if cfg.data.features else collate_clips,
+                          instructions=cfg.data.instructions, seed=cfg.data.seed)
 
 
 def evaluation(cfg: ExperimentConfig, held_out, collate, *, captions: bool):
