@@ -36,6 +36,7 @@ from videoqf.recipes.run import run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic  # noqa: E402
 
 RECIPES = ROOT / "configs" / "recipes"
+RECIPE_LM_POSITIONS = 128
 
 
 def parse_args(argv=None):
@@ -56,11 +57,12 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def embedded_default(model_file: Path, num_clips: int, features: str) -> tuple[list[Path], list[str]]:
-    """Config files and overrides of the synthetic default with ``model_file`` on top, its data and LM made
-    if missing; ``features`` names the feature cache folder."""
+def embedded_default(model_file: Path, num_clips: int, features: str, *,
+                     lm: CaptionLMConfig = CaptionLMConfig(), lm_dir: str = "") -> tuple[list[Path], list[str]]:
+    """Config files and overrides of the synthetic default with ``model_file`` on top, its data and caption
+    LM (``lm``, in ``caption-lm-<clips><lm_dir>``) made if missing; ``features`` names the feature cache."""
     data = prepare_synthetic(cache_root() / f"synthetic-{num_clips}", SyntheticConfig(num=num_clips, seed=0))
-    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}", CaptionLMConfig())
+    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}{lm_dir}", lm)
     files = [ROOT / "configs" / "synthetic.yaml", model_file]
     overrides = [f"data.annotations={data / 'train.jsonl'}", f"eval.annotations={data / 'test.jsonl'}",
                  f"eval.pairs={data / 'pairs.json'}", f"model.tokenizer={data}",
@@ -78,8 +80,12 @@ def main(argv=None) -> int:
             raise SystemExit("--recipe runs on the embedded synthetic world; with --config give the recipe's file")
         files, overrides = [Path(args.config)], [f"model.variant={args.variant}"] if args.variant else []
     elif args.recipe:
+        # Some recipes hand the LLM up to 64 video tokens (framewise: T*Q), more than the default caption
+        # LM's 48 positions hold beside a caption: their LM is built with RECIPE_LM_POSITIONS positions.
         files, overrides = embedded_default(RECIPES / f"{args.recipe}.yaml", args.synthetic_clips,
-                                            f"features-{args.synthetic_clips}-{args.recipe}")
+                                            f"features-{args.synthetic_clips}-{args.recipe}",
+                                            lm=CaptionLMConfig(max_len=RECIPE_LM_POSITIONS),
+                                            lm_dir=f"-{RECIPE_LM_POSITIONS}")
     else:
         variant = args.variant or "cascaded"
         files, overrides = embedded_default(ROOT / "configs" / "variants" / f"{variant}.yaml", args.synthetic_clips,
