@@ -32,21 +32,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.sweep_report import write_report  # noqa: E402
 from benchmarks.sweep_run import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
 from tools.train_video import embedded_default  # noqa: E402
-from videoqf.llm.config import CaptionLMConfig  # noqa: E402
-from videoqf.recipes.synthetic import cache_root, prepare_caption_lm  # noqa: E402
-
-# The embedded default's caption LM has 48 positions, fewer than framewise's 64 video tokens + a caption;
-# every variant of the sweep shares one LM pretrained the same way with room for the longest prefix.
-LM_POSITIONS = 128
-
 
 def sweep_setup(backend: str, *, num_clips: int) -> tuple[list[Path], list[str]]:
-    """The embedded default of ``backend`` with the sweep's caption LM (pretrained once in the cache)."""
-    files, overrides = embedded_default(backend, num_clips)
-    data = next(o.split("=", 1)[1] for o in overrides if o.startswith("model.tokenizer="))  # the synthetic set
-    lm = prepare_caption_lm(Path(data), cache_root() / f"caption-lm-{num_clips}-pos{LM_POSITIONS}",
-                            CaptionLMConfig(max_len=LM_POSITIONS))
-    return files, [*overrides, f"model.llm.path={lm}"]
+    """The embedded default of ``backend`` (synthetic set and caption LM made once in the cache)."""
+    return embedded_default(ROOT / "configs" / "variants" / f"{backend}.yaml", num_clips)
 
 
 def parse_args(argv=None):

@@ -34,6 +34,8 @@ from benchmarks.qformer_vs_hf import saved_bytes
 from videoqf.backends import BACKENDS
 from videoqf.config import load_config
 from videoqf.experiment import ExperimentConfig
+from videoqf.recipes.features import feature_digest
+from videoqf.recipes.synthetic import cache_root
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.recipes.run import datasets, make_collate, run_experiment
@@ -118,7 +120,9 @@ def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[st
     recipe = {"files": [str(f) for f in files],
               "overrides": [*base, *RUN_OVERRIDES, *variant.overrides, *overrides, f"train.seed={seed}"]}
     cfg = load_config(ExperimentConfig, files, recipe["overrides"])
-    if cfg.data.features and not cfg.model.use_audio:
+    if not cfg.data.features:  # the embedded default's cache, named after what the features depend on
+        cfg = replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg)}")))
+    elif not cfg.model.use_audio:
         cfg = replace(cfg, data=replace(cfg.data, features=cfg.data.features + NO_AUDIO_CACHE_SUFFIX, audio=False))
     return cfg, recipe
 

@@ -96,7 +96,9 @@ def test_gradients_reach_every_trainable_parameter_and_no_frozen_one(name, overr
                  audio_tokens=audio(2, segments=getattr(config, "max_audio_segments", 1)))
     # VTG-like pass through the head's text branch; random weights so LayerNorm outputs do not sum away
     out = backend.head(context=vt.context, text_ids=ids, text_mask=text_mask, mode="causal")
-    loss = (vt.tokens * torch.randn(vt.tokens.shape, generator=g)).sum() + backend.head.lm_logits(
+    loss = (vt.tokens * torch.randn(vt.tokens.shape, generator=g)).sum() + (
+        vt.contrastive_tokens * torch.randn(vt.contrastive_tokens.shape, generator=g)
+    ).sum() + backend.head.lm_logits(
         out.text_output
     ).logsumexp(-1).sum()
     loss.backward()

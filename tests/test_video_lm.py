@@ -10,7 +10,7 @@ from videoqf.models.collate import CaptionCollate
 from videoqf.models.config import ModelConfig
 from videoqf.models.video_lm import VideoLanguageModel
 
-VARIANTS = ["cascaded", "spatiotemporal", "framewise", "meanpool"]
+VARIANTS = ["cascaded", "spatiotemporal", "framewise", "meanpool", "pooled"]
 
 
 def model_config(variant: str, tmp_path) -> ModelConfig:
@@ -69,3 +69,33 @@ def test_frozen_encoders_are_a_function_of_the_config(batch, tmp_path):
     b = VideoLanguageModel(cfg, tok)
     assert a.vision.weight_hash() == b.vision.weight_hash()
     assert a.audio.weight_hash() == b.audio.weight_hash()
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_the_instruction_changes_the_video_tokens_only_when_instruction_aware(aware, batch, tmp_path):
+    tok, b = batch
+    cfg = model_config("spatiotemporal", tmp_path)
+    cfg.llm.instruction_aware = aware
+    torch.manual_seed(0)
+    model = VideoLanguageModel(cfg, tok).eval()
+    model.set_stage(2)
+    prompts = {p: [p] * 4 for p in ("a video of", "what happens first")}
+    with torch.no_grad():
+        tokens = {p: model.encode_for_llm(b, v).tokens for p, v in prompts.items()}
+        plain = model.encode(b).tokens
+        losses = {p: model({**b, "prompt": v})["loss"] for p, v in prompts.items()}
+        captions = model.caption(b, prompts["a video of"], max_new_tokens=3)
+    a, c = tokens.values()
+    assert (a - c).abs().amax() > 1e-3 if aware else torch.equal(a, c) and torch.equal(a, plain)
+    assert losses["a video of"] != losses["what happens first"]  # the LLM reads the prompt either way
+    assert len(captions) == 4
+
+
+def test_instruction_templates_are_drawn_per_item_and_seeded(synthetic_dir):
+    tok = load_tokenizer(synthetic_dir)
+    templates = ["describe the clip", "what happens", "say what you see"]
+    collate = CaptionCollate(tok, 40, instructions=templates, seed=3)
+    drawn = [collate.instruction(i) for i in range(60)]
+    assert drawn == [CaptionCollate(tok, 40, instructions=templates, seed=3).instruction(i) for i in range(60)]
+    assert set(drawn) == set(templates)
+    assert drawn != [CaptionCollate(tok, 40, instructions=templates, seed=4).instruction(i) for i in range(60)]

@@ -3,10 +3,14 @@
 
 With no --config this runs the embedded default: the synthetic diagnostic world is generated (once, in
 $VIDEOQF_CACHE or ~/.cache/videoqf), a tiny caption LM is pre-trained on it (once), then stage 1 and
-stage 2 train tiny models and the held-out metrics and a few captions are printed.
+stage 2 train tiny models and the held-out metrics and a few captions are printed. The model is
+configs/variants/VARIANT.yaml (--variant) or a recipe of the Q-Former family, configs/recipes/NAME.yaml
+(--recipe: blip2, instructblip, minigpt4, video-llama, video-qformer, video-chatgpt, domain), each layered
+on configs/synthetic.yaml; a recipe's features are cached apart (its frames or encoder may differ).
 
 Examples:
   python tools/train_video.py --variant cascaded
+  python tools/train_video.py --recipe video-llama
   python tools/train_video.py --variant spatiotemporal stages.stage1_steps=100 train.micro_batch_size=16
   python tools/train_video.py --config configs/my_run.yaml --stage 2 --resume runs/cascaded-20261123-1200
   torchrun --nproc_per_node 2 tools/train_video.py --variant cascaded
@@ -29,17 +33,22 @@ from videoqf.data.synthetic import SyntheticConfig  # noqa: E402
 from videoqf.eval.report import format_metrics  # noqa: E402
 from videoqf.experiment import ExperimentConfig  # noqa: E402
 from videoqf.llm.config import CaptionLMConfig  # noqa: E402
-from videoqf.recipes.run import run_experiment  # noqa: E402
 from videoqf.recipes.features import feature_digest  # noqa: E402
+from videoqf.recipes.run import run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic  # noqa: E402
+
+RECIPES = ROOT / "configs" / "recipes"
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variant", default="cascaded", choices=sorted(BACKENDS),
-                    help="registered video backend to train (default: cascaded)")
+    model = ap.add_mutually_exclusive_group()
+    model.add_argument("--variant", choices=sorted(BACKENDS),
+                       help="registered video backend to train (default: cascaded; with --config: the config's)")
+    model.add_argument("--recipe", choices=sorted(p.stem for p in RECIPES.glob("*.yaml")),
+                       help="a recipe of configs/recipes/ on the embedded synthetic world")
     ap.add_argument("--config", help="experiment YAML; without it, the embedded synthetic default "
-                                     "(configs/synthetic.yaml + configs/variants/VARIANT.yaml)")
+                                     "(configs/synthetic.yaml + the variant's or recipe's file)")
     ap.add_argument("--stage", choices=["1", "2", "both"], help="stages to run (default: the config's, 'both')")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
@@ -49,11 +58,13 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def embedded_default(variant: str, num_clips: int) -> tuple[list[Path], list[str]]:
-    """Config files and overrides of the synthetic default, its data and LM made if missing."""
+def embedded_default(model_file: Path, num_clips: int) -> tuple[list[Path], list[str]]:
+    """Config files and overrides of the synthetic default with ``model_file`` on top; its data and caption
+    LM are made if missing."""
     data = prepare_synthetic(cache_root() / f"synthetic-{num_clips}", SyntheticConfig(num=num_clips, seed=0))
-    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}", CaptionLMConfig())
-    files = [ROOT / "configs" / "synthetic.yaml", ROOT / "configs" / "variants" / f"{variant}.yaml"]
+    lm_config = CaptionLMConfig()
+    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}-p{lm_config.max_len}", lm_config)
+    files = [ROOT / "configs" / "synthetic.yaml", model_file]
     overrides = [f"data.annotations={data / 'train.jsonl'}", f"eval.annotations={data / 'test.jsonl'}",
                  f"eval.pairs={data / 'pairs.json'}", f"model.tokenizer={data}",
                  "model.llm.arch=causal", f"model.llm.path={lm}", "model.llm.video_dim=128"]
@@ -64,16 +75,21 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
     if args.config:
-        files, overrides = [Path(args.config)], [f"model.variant={args.variant}"]
+        if args.recipe:
+            raise SystemExit("--recipe runs on the embedded synthetic world; with --config give the recipe's file")
+        files, overrides = [Path(args.config)], [f"model.variant={args.variant}"] if args.variant else []
+    elif args.recipe:
+        files, overrides = embedded_default(RECIPES / f"{args.recipe}.yaml", args.synthetic_clips)
     else:
-        files, overrides = embedded_default(args.variant, args.synthetic_clips)
+        files, overrides = embedded_default(ROOT / "configs" / "variants" / f"{args.variant or 'cascaded'}.yaml",
+                                            args.synthetic_clips)
     if args.stage:
         overrides.append(f"stages.stage={args.stage}")
     cfg = load_config(ExperimentConfig, files, overrides + list(args.overrides))
     if not args.config and not cfg.data.features:
         # the frozen encoders run once per clip, into a cache named after what its features depend on
         cfg = replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg)}")))
-    run_dir = Path(args.resume or args.run_dir or f"runs/{cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(args.resume or args.run_dir or f"runs/{args.recipe or cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}")
     metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume))
     print(f"\n{cfg.model.variant}: held-out metrics ({cfg.eval.annotations})\n")
     print(format_metrics(metrics))

@@ -31,13 +31,20 @@ class EvalConfig:
 
 @dataclass
 class StagesConfig:
-    """Which stages run (``stage``: "1", "2" or "both") and the optimizer steps and learning rate of each."""
+    """Which stages run (``stage``: "1", "2" or "both") and the optimizer steps and learning rate of each.
+
+    stage1_trainable / stage2_trainable: ``train.trainable`` glob patterns for that stage only (empty:
+    ``train.trainable``), e.g. MiniGPT-4 trains the backend in stage 1 and only ``bridge.projector.*``
+    in stage 2. They narrow what the stage leaves trainable (``VideoLanguageModel.set_stage``).
+    """
 
     stage: str = "both"
     stage1_steps: int = 300
     stage1_lr: float = 1e-4
     stage2_steps: int = 300
     stage2_lr: float = 1e-4
+    stage1_trainable: list[str] = field(default_factory=list)
+    stage2_trainable: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.stage not in ("1", "2", "both"):

@@ -2,7 +2,7 @@
 
 Importing a backend module registers it; add a variant by adding its file and one import here.
 """
-from videoqf.backends import cascaded, framewise, meanpool, spatiotemporal  # noqa: F401  (register themselves)
+from videoqf.backends import cascaded, framewise, meanpool, pooled, spatiotemporal  # noqa: F401  (register themselves)
 from videoqf.backends.base import VideoBackend, VideoTokens
 from videoqf.backends.registry import BACKENDS, backend_config, build_backend, register_backend
 

@@ -40,8 +40,8 @@ def tiny_qformer(**overrides) -> QFormerConfig:
 class VideoTokens:
     """What a backend hands on.
 
-    tokens: [B, M, H] video tokens for the projector / LLM and for VTC; the first ``head_queries`` are
-        the head's query outputs (for ``cascaded`` with audio the audio tokens follow).
+    tokens: [B, M, H] video tokens for the projector / LLM; the first ``head_queries`` are the head's
+        query outputs (for ``cascaded`` with audio the audio tokens follow).
     mask: [B, M] bool, True for real tokens (masked tokens keep batch shapes fixed; never drop them).
     context: the head's cross-attention keys/values of this video, to re-run the head with text.
     head_queries: how many leading tokens are the head's query outputs.
@@ -49,6 +49,9 @@ class VideoTokens:
         None when an instruction was given (queries that saw text cannot seed a causal pass) or when the
         backend's tokens are not one head pass over ``context`` (framewise, meanpool: re-run the head).
     frame_weights: [B, T] attentive-pooling weights (spatiotemporal), for inspection; else None.
+    contrastive_tokens: [B, Q, H] the head's query outputs as VTC, the query-diversity regulariser and
+        the query-collapse metric read them; left None it is ``tokens[:, :head_queries]``. A backend
+        whose LLM tokens are not head queries (``pooled``: head_queries 0) sets it explicitly.
     """
 
     tokens: torch.Tensor
@@ -57,6 +60,13 @@ class VideoTokens:
     head_queries: int
     query_cache: QFormerCache | None = None
     frame_weights: torch.Tensor | None = None
+    contrastive_tokens: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.contrastive_tokens is None:
+            if self.head_queries < 1:
+                raise ValueError("VideoTokens needs head_queries >= 1 or explicit contrastive_tokens")
+            self.contrastive_tokens = self.tokens[:, : self.head_queries]
 
 
 def check_frames(frame_features: torch.Tensor, frame_mask: torch.Tensor | None, width: int) -> torch.Tensor:

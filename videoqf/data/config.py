@@ -30,6 +30,7 @@ class DataConfig:
     num_workers: int = 2
     seed: int = 0
     features: str = ""  # a feature cache (tools/extract_features.py): read encoder outputs, decode nothing
+    instructions: list[str] = field(default_factory=list)  # prompt templates, one per item (models/collate.py)
 
 
 def sampler_id(cfg: DataConfig) -> str:

@@ -48,7 +48,7 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
         contexts.append(vt.context)
         record_ids += [dataset.items[int(i)][0] for i in batch["index"]]
         if captions:
-            generated += model.bridge.generate(vt.tokens, vt.mask, max_new_tokens=max_new_tokens, num_beams=num_beams)
+            generated += model.caption(batch, plain=vt, max_new_tokens=max_new_tokens, num_beams=num_beams)
     records = [dataset.records[r] for r in record_ids]
     texts, text_to_video = [], []
     for v, rec in enumerate(records):

@@ -64,7 +64,7 @@ class CaptionLMConfig:
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
-    max_len: int = 48
+    max_len: int = 128  # positions: room for up to ~90 video tokens before a caption in stage 2
     steps: int = 300
     batch_size: int = 32
     lr: float = 3e-3

@@ -1,8 +1,16 @@
 """Batches for the model: the clip collate plus the captions tokenized for the Q-Former's text branch.
 
 Captions are padded to ``max_len`` on every rank, so VTM can gather them across ranks with one shape.
+
+Instruction templates (InstructBLIP; ``data.instructions``): when given, every item gets one template as
+its ``prompt`` (batch["prompt"]: list[str]), drawn by ``(seed, item index)`` so an item keeps its
+template in any worker, epoch or resumed run. The stage-2 LLM reads it as its prompt and, when the model
+is instruction-aware, the head's text branch reads it too (``VideoLanguageModel.encode_for_llm``).
+Without templates there is no ``prompt`` and the LLM's default prompt (``model.llm.prompt``) is used.
 """
 from __future__ import annotations
+
+import random
 
 import torch
 
@@ -10,17 +18,26 @@ from videoqf.data.collate import collate_clips
 
 
 class CaptionCollate:
-    """Collate clips (``videoqf.data.collate.collate_clips``) and add ``text_ids`` / ``text_mask`` [B, L]."""
+    """Collate clips (``videoqf.data.collate.collate_clips``) and add ``text_ids`` / ``text_mask`` [B, L]
+    (and ``prompt``, one of ``instructions`` per item, when there are any)."""
 
-    def __init__(self, tokenizer, max_len: int, base=collate_clips):
+    def __init__(self, tokenizer, max_len: int, base=collate_clips, *, instructions: list[str] = (), seed: int = 0):
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.base = base
+        self.instructions = list(instructions)
+        self.seed = seed
 
     def __call__(self, items: list[dict]) -> dict:
         batch = self.base(items)
         batch["text_ids"], batch["text_mask"] = tokenize(self.tokenizer, batch["caption"], self.max_len)
+        if self.instructions:
+            batch["prompt"] = [self.instruction(int(i)) for i in batch["index"]]
         return batch
+
+    def instruction(self, index: int) -> str:
+        """The template of item ``index``: a uniform draw seeded by (seed, index)."""
+        return random.Random(f"{self.seed}:{index}").choice(self.instructions)
 
 
 def tokenize(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,10 @@ runs the head's text branch the three ways the objectives need and adds the weig
 - VTG: the caption, first token replaced by BOS, decodes causally while seeing all queries; the
   queries' keys/values come from the backend's query pass (``VideoTokens.query_cache``) when it has one.
 
+The losses add up by ``ObjectivesConfig.total_loss`` (fixed weights) or, with ``adaptive_weighting``, by
+learned uncertainty weights; the optional query-diversity regulariser is added on top (stability kit,
+``videoqf.objectives.stability``).
+
 Only the head's query outputs take part (for ``cascaded`` with audio, the audio tokens reach the LLM in
 stage 2 but not these losses, as in Video-LLaMA, whose audio branch is trained apart).
 """
@@ -21,6 +25,7 @@ from torch import nn
 from videoqf.backends import VideoBackend, VideoTokens
 from videoqf.objectives.config import ObjectivesConfig
 from videoqf.objectives.distributed import gather_cat, get_rank, get_world_size
+from videoqf.objectives.stability import UncertaintyWeighting, query_diversity
 from videoqf.objectives.vtc import VideoTextContrastive
 from videoqf.objectives.vtg import decoder_input_ids, video_grounded_generation_loss
 from videoqf.objectives.vtm import VideoTextMatching, matching_pairs, sample_hard_negatives
@@ -45,6 +50,8 @@ class Stage1Objectives(nn.Module):
         self.bos_token_id = bos_token_id
         self.vtc = VideoTextContrastive.from_config(hidden_size, config)
         self.vtm = VideoTextMatching(hidden_size)
+        self.uncertainty = (UncertaintyWeighting([n for n, w in config.weights().items() if w > 0])
+                            if config.adaptive_weighting else None)
 
     def text_features(self, backend: VideoBackend, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """[B, L] ids -> [B, D] unit-norm contrastive text embeddings (text-only pass, first token)."""
@@ -53,7 +60,7 @@ class Stage1Objectives(nn.Module):
 
     def video_features(self, vt: VideoTokens) -> torch.Tensor:
         """[B, Q, D] unit-norm contrastive video embeddings (one per head query)."""
-        return self.vtc.embed_video(vt.tokens[:, : vt.head_queries])
+        return self.vtc.embed_video(vt.contrastive_tokens)
 
     def matching_scores(self, backend: VideoBackend, context: CrossContext, text_ids: torch.Tensor,
                         text_mask: torch.Tensor) -> torch.Tensor:
@@ -76,14 +83,12 @@ class Stage1Objectives(nn.Module):
         every rank); video_ids: [B] (same id = same video). Returns ``loss`` and each part."""
         cfg = self.config
         head = backend.head
-        logs: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=vt.tokens.device)
-        query_output = vt.tokens[:, : vt.head_queries]
+        losses: dict[str, torch.Tensor] = {}
+        query_output = vt.contrastive_tokens
 
         text_cls = head(text_ids=text_ids, text_mask=text_mask).text_output[:, 0]
         vtc = self.vtc(query_output, text_cls, video_ids)
-        logs["vtc"] = vtc["loss"]
-        total = total + cfg.vtc_weight * vtc["loss"]
+        losses["vtc"] = vtc["loss"]
 
         if cfg.vtm_weight > 0:
             rank = get_rank()
@@ -96,8 +101,7 @@ class Stage1Objectives(nn.Module):
             out = head(context=context_all.select(video_idx), text_ids=ids_all[text_idx],
                        text_mask=mask_all[text_idx], mode="bidirectional")
             vtm = self.vtm(out.query_output, labels)
-            logs["vtm"] = vtm["loss"]
-            total = total + cfg.vtm_weight * vtm["loss"]
+            losses["vtm"] = vtm["loss"]
 
         if cfg.vtg_weight > 0:
             dec_ids = decoder_input_ids(text_ids, self.bos_token_id)
@@ -107,8 +111,16 @@ class Stage1Objectives(nn.Module):
                 out = head(context=vt.context, text_ids=dec_ids, text_mask=text_mask, mode="causal")
             vtg = video_grounded_generation_loss(head.lm_logits(out.text_output), text_ids, text_mask,
                                                  label_smoothing=cfg.vtg_label_smoothing)
-            logs["vtg"] = vtg
-            total = total + cfg.vtg_weight * vtg
+            losses["vtg"] = vtg
 
+        logs = dict(losses)
+        if self.uncertainty is not None:
+            total, weights = self.uncertainty({n: v for n, v in losses.items() if n in self.uncertainty.names})
+            logs.update(weights)
+        else:
+            total = cfg.total_loss(losses)
+        if cfg.query_diversity_weight > 0:
+            logs["query_diversity"] = query_diversity(query_output)
+            total = total + cfg.query_diversity_weight * logs["query_diversity"]
         logs["temperature"] = vtc["temperature"]
         return {"loss": total, "logs": logs}

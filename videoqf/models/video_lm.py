@@ -5,6 +5,12 @@ expects). ``stage`` selects the objective: 1 trains the backend with VTC / VTM /
 backend and the projector through the frozen LLM's captioning loss (BLIP-2's second stage). A batch
 brings either decoded ``frames`` (the frozen encoders run here, under no_grad) or cached encoder
 outputs ``features`` / ``audio_tokens`` (``videoqf.data.feature_cache``), with the same results.
+
+Instruction-aware option (InstructBLIP, Dai et al., 2023; ``model.llm.instruction_aware``): in stage 2
+and in ``caption`` the prompt (``batch["prompt"]``, else the LLM's default prompt) is tokenized with the
+model's tokenizer and handed to the backend as ``text_ids`` / ``text_mask``, so the head runs
+``[queries; instruction]`` bi-directionally and the video tokens depend on the instruction. Stage 1
+stays instruction-free (BLIP-2's pre-training, as InstructBLIP starts from it).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from torch import nn
 
 from videoqf.backends import VideoTokens, backend_config, build_backend
 from videoqf.llm.bridge import VideoLLMBridge
+from videoqf.models.collate import tokenize
 from videoqf.models.config import ModelConfig
 from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.stage1 import Stage1Objectives
@@ -72,26 +79,46 @@ class VideoLanguageModel(nn.Module):
         batch_size = batch["frame_mask"].shape[0]
         return self.audio(batch.get("audio"), batch.get("audio_mask"), batch_size=batch_size)
 
-    def encode(self, batch: dict) -> VideoTokens:
+    def encode(self, batch: dict, instructions: list[str] | None = None) -> VideoTokens:
+        """The backend's tokens; ``instructions`` (B strings) go to the head's text branch when given."""
         audio_tokens, audio_mask = self.audio_features(batch)
+        text_ids = text_mask = None
+        if instructions is not None:
+            text_ids, text_mask = tokenize(self.tokenizer, instructions, self.config.max_text_len)
+            text_ids, text_mask = text_ids.to(batch["frame_mask"].device), text_mask.to(batch["frame_mask"].device)
         return self.backend(self.frame_features(batch), batch["frame_mask"], audio_tokens=audio_tokens,
-                            audio_mask=audio_mask)
+                            audio_mask=audio_mask, text_ids=text_ids, text_mask=text_mask)
+
+    @property
+    def instruction_aware(self) -> bool:
+        return self.bridge is not None and self.bridge.instruction_aware
+
+    def encode_for_llm(self, batch: dict, prompts: list[str] | None) -> VideoTokens:
+        """The tokens the LLM reads: instructed by ``prompts`` (None: the default prompt) when the model is
+        instruction-aware, else the plain ``encode``."""
+        batch_size = batch["frame_mask"].shape[0]
+        return self.encode(batch, self.bridge.instructions_for_qformer(prompts, batch_size))
 
     # -- training --------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict:
-        vt = self.encode(batch)
         if self.stage == 1:
+            vt = self.encode(batch)
             out = self.stage1(self.backend, vt, batch["text_ids"], batch["text_mask"], batch["video_id"])
         else:
-            lm = self.bridge(vt.tokens, vt.mask, batch["caption"])
+            vt = self.encode_for_llm(batch, batch.get("prompt"))
+            lm = self.bridge(vt.tokens, vt.mask, batch["caption"], batch.get("prompt"))
             out = {"loss": lm.loss, "logs": {"lm": lm.loss.detach()}}
-        out["query_output"] = vt.tokens[:, : vt.head_queries].detach()
+        out["query_output"] = vt.contrastive_tokens.detach()
         return out
 
     @torch.no_grad()
-    def caption(self, batch: dict, **generate_kwargs) -> list[str]:
-        """Captions from the frozen LLM for a batch of clips (stage 2)."""
+    def caption(self, batch: dict, prompts: list[str] | None = None, *, plain: VideoTokens | None = None,
+                **generate_kwargs) -> list[str]:
+        """Captions from the frozen LLM for a batch of clips (stage 2). prompts: B strings, else the
+        batch's ``prompt``, else the default prompt; plain: ``encode(batch)`` when the caller has it
+        already (reused unless the model is instruction-aware)."""
         if self.bridge is None:
             raise ValueError("captioning needs model.llm")
-        vt = self.encode(batch)
-        return self.bridge.generate(vt.tokens, vt.mask, **generate_kwargs)
+        prompts = prompts if prompts is not None else batch.get("prompt")
+        vt = plain if plain is not None and not self.instruction_aware else self.encode_for_llm(batch, prompts)
+        return self.bridge.generate(vt.tokens, vt.mask, prompts, **generate_kwargs)

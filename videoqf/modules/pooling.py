@@ -67,6 +67,15 @@ class AttentivePooling(nn.Module):
         return tokens * frame_scale[..., None, None], frame_weights
 
 
+def patch_grid(num_tokens: int) -> tuple[bool, int]:
+    """(has a leading [CLS], grid side g) of a frame of ``num_tokens`` = g*g or g*g + 1 tokens."""
+    has_cls = math.isqrt(num_tokens - 1) ** 2 == num_tokens - 1 and math.isqrt(num_tokens) ** 2 != num_tokens
+    grid = math.isqrt(num_tokens - has_cls)
+    if grid * grid != num_tokens - has_cls:
+        raise ValueError(f"frames have {num_tokens} tokens: not a square patch grid (optionally with one [CLS])")
+    return has_cls, grid
+
+
 def spatial_pool(tokens: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
     """Average-pool each frame's patch grid to ``tokens_per_frame`` (a square number) tokens.
 
@@ -75,14 +84,10 @@ def spatial_pool(tokens: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
     """
     if tokens_per_frame == 0:
         return tokens
-    num = tokens.shape[2]
     side = math.isqrt(tokens_per_frame)
     if side * side != tokens_per_frame:
         raise ValueError(f"tokens_per_frame={tokens_per_frame} must be a square number (s*s grid)")
-    has_cls = math.isqrt(num - 1) ** 2 == num - 1 and math.isqrt(num) ** 2 != num
-    grid = math.isqrt(num - has_cls)
-    if grid * grid != num - has_cls:
-        raise ValueError(f"frames have {num} tokens: not a square patch grid (optionally with one [CLS])")
+    has_cls, grid = patch_grid(tokens.shape[2])
     if side >= grid:
         return tokens
     patches = rearrange(tokens[:, :, has_cls:], "b t (h w) d -> (b t) d h w", h=grid)

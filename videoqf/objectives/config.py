@@ -19,6 +19,12 @@ class ObjectivesConfig:
     """Weights and hyper-parameters of the stage-1 losses.
 
     A weight of 0 switches a loss off (the trainer should then skip computing it).
+
+    Stability kit (``videoqf.objectives.stability``, both off by default):
+    query_diversity_weight: weight of the query-diversity regulariser (mean squared off-diagonal cosine
+        similarity of the head's query outputs) added to the stage-1 loss; 0 turns it off.
+    adaptive_weighting: weigh VTC / VTM / VTG by learned uncertainty (Kendall et al., 2018) instead of
+        the fixed ``*_weight``s, which then only say which losses are on (> 0).
     """
 
     vtc_weight: float = 1.0
@@ -32,6 +38,8 @@ class ObjectivesConfig:
     vtc_label_smoothing: float = 0.1
     vtg_label_smoothing: float = 0.1
     gather_with_grad: bool = True
+    query_diversity_weight: float = 0.0
+    adaptive_weighting: bool = False
 
     def __post_init__(self) -> None:
         for name in LOSS_NAMES:
@@ -45,6 +53,8 @@ class ObjectivesConfig:
         for name in ("vtc_label_smoothing", "vtg_label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ObjectivesConfig.{name} must lie in [0, 1)")
+        if self.query_diversity_weight < 0:
+            raise ValueError("ObjectivesConfig.query_diversity_weight must be >= 0")
         if self.embed_dim <= 0:
             raise ValueError("ObjectivesConfig.embed_dim must be positive")
 

@@ -62,7 +62,8 @@ def datasets(cfg: ExperimentConfig, model):
 
 
 def make_collate(cfg: ExperimentConfig, tokenizer) -> CaptionCollate:
-    return CaptionCollate(tokenizer, cfg.model.max_text_len, base=collate_cached if cfg.data.features else collate_clips)
+    return CaptionCollate(tokenizer, cfg.model.max_text_len, base=collate_cached if cfg.data.features else collate_clips,
+                          instructions=cfg.data.instructions, seed=cfg.data.seed)
 
 
 def evaluation(cfg: ExperimentConfig, held_out, collate, *, captions: bool):
@@ -101,13 +102,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         if previous is not None:
             load_learned(model, previous / "learned")
         model.set_stage(stage)
-        tcfg = replace(cfg.train, max_steps=steps, lr=lr, output_dir=str(stage_dir))
+        trainable = (cfg.stages.stage1_trainable if stage == 1 else cfg.stages.stage2_trainable) or cfg.train.trainable
+        tcfg = replace(cfg.train, max_steps=steps, lr=lr, output_dir=str(stage_dir), trainable=list(trainable))
         eval_fn = None
         if held_out is not None and cfg.train.eval_every > 0:  # periodic evaluation inside the trainer
             evaluate = evaluation(cfg, held_out, collate, captions=stage == 2)
             eval_fn = lambda m, step, evaluate=evaluate: evaluate(m, step)[0]  # noqa: E731
         print(f"stage {stage}: {steps} steps of {cfg.model.variant} into {stage_dir}", flush=True)
         trainer = Trainer(model, train, collate, tcfg, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
+        print(f"stage {stage}: {trainer.num_trainable:,} trainable parameters", flush=True)
         trainer.fit(resume=previous)
     metrics: dict = {}
     samples: list[dict] = []

@@ -56,6 +56,8 @@ class Trainer:
         saved and restored around it, so evaluating does not change training.
     extra_files: ``{name: source}`` put in every checkpoint directory beside the weights: a file or
         directory path (copied) or a function ``write(dest_path)``. ``train_config.yaml`` is always added.
+    num_trainable: the number of trained parameter elements (after ``config.trainable``), also written
+        to ``metrics.jsonl`` as ``{"kind": "setup", "trainable_params": ...}`` when ``fit`` starts.
     """
 
     def __init__(self, model: nn.Module, train_dataset: Dataset, collate_fn: Callable | None,
@@ -66,6 +68,7 @@ class Trainer:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.extra_files = {"train_config.yaml": lambda p: p.write_text(to_yaml(config)), **(extra_files or {})}
         self.trainable = select_trainable(model, config.trainable)
+        self.num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.stream = MicroBatchStream(train_dataset, collate_fn, micro_batch_size=config.micro_batch_size,
                                        seed=config.seed, rank=self.rank, world_size=self.world_size,
                                        num_workers=config.num_workers)
@@ -176,6 +179,7 @@ class Trainer:
         self.engine.train()
         log = RunLogger(self.output_dir, rank=self.rank, total_steps=self.total_steps, initial_step=self.step,
                         progress_bar=cfg.progress_bar)
+        log.log(self.step, {"trainable_params": self.num_trainable}, kind="setup")
         samples_per_step = cfg.micro_batch_size * cfg.grad_accum * self.world_size
         final: dict[str, float] = {}
         window_loss, window_logs, window_steps, window_start = 0.0, {}, 0, time.perf_counter()
