@@ -99,3 +99,19 @@ def test_instruction_templates_are_drawn_per_item_and_seeded(synthetic_dir):
     assert drawn == [CaptionCollate(tok, 40, instructions=templates, seed=3).instruction(i) for i in range(60)]
     assert set(drawn) == set(templates)
     assert drawn != [CaptionCollate(tok, 40, instructions=templates, seed=4).instruction(i) for i in range(60)]
+
+
+def test_standardised_features_have_zero_mean_unit_std_over_the_fit_items(batch, tmp_path):
+    tok, b = batch
+    from dataclasses import replace as dc_replace
+
+    cfg = dc_replace(model_config("cascaded", tmp_path), standardize_features=True)
+    model = VideoLanguageModel(cfg, tok)
+    raw = model.raw_frame_features(b)
+    assert torch.equal(model.frame_features(b), raw)  # identity before fitting
+    model.fit_feature_statistics([b])
+    out = model.frame_features(b)[b["frame_mask"]]  # [R, N, D]
+    assert out.mean(0).abs().max() < 1e-4
+    assert (out.std(0) - 1).abs().max() < 1e-2
+    names = set(model.state_dict())
+    assert {"vision_norm.mean", "vision_norm.std", "audio_norm.mean"} <= names  # saved with the learned weights

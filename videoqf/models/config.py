@@ -19,6 +19,10 @@ class ModelConfig:
     frozen_init_seed: seed of the frozen encoders' weights when they are random (``allow_random``), so
     every process, a resumed run and ``tools/caption.py`` build the very same encoder; their weight hash
     is checked against the checkpoint's.
+
+    standardize_features: shift and scale each (token, channel) of the frozen encoders' outputs by its
+    mean and std over ``standardize_clips`` training clips (``videoqf.modules.standardize``), fitted once
+    before training and saved with the learned weights.
     """
 
     variant: str = "cascaded"
@@ -32,3 +36,5 @@ class ModelConfig:
     llm: Optional[LLMConfig] = None
     max_text_len: int = 32
     frozen_init_seed: int = 0
+    standardize_features: bool = False
+    standardize_clips: int = 512

@@ -23,6 +23,7 @@ from videoqf.models.collate import tokenize
 from videoqf.models.config import ModelConfig
 from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.stage1 import Stage1Objectives
+from videoqf.modules.standardize import TokenStandardizer
 
 
 class VideoLanguageModel(nn.Module):
@@ -44,6 +45,13 @@ class VideoLanguageModel(nn.Module):
                                        bos_token_id=tokenizer.bos_token_id)
         self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer)
                        if config.llm is not None else None)
+        self.vision_norm = self.audio_norm = None
+        if config.standardize_features:
+            if self.vision is None:
+                raise ValueError("model.standardize_features needs the encoders' token shapes: build with encoders")
+            self.vision_norm = TokenStandardizer(self.vision.num_tokens, self.vision.output_dim)
+            if self.audio is not None:
+                self.audio_norm = TokenStandardizer(self.audio.num_tokens, self.audio.output_dim)
 
     def set_stage(self, stage: int) -> None:
         """Select the objective and what is trainable: stage 1 trains the backend and the stage-1 heads,
@@ -60,7 +68,7 @@ class VideoLanguageModel(nn.Module):
                 p.requires_grad_(stage == 2)
 
     # -- features --------------------------------------------------------------------------------
-    def frame_features(self, batch: dict) -> torch.Tensor:
+    def raw_frame_features(self, batch: dict) -> torch.Tensor:
         """[B, T, N, Dv] from ``batch["features"]`` (cache) or the frozen vision encoder on ``frames``."""
         if "features" in batch:
             return batch["features"]
@@ -68,7 +76,7 @@ class VideoLanguageModel(nn.Module):
             raise ValueError("this model was built without encoders: the batch must bring cached 'features'")
         return self.vision(batch["frames"])
 
-    def audio_features(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def raw_audio_features(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Audio tokens [B, S, Na, Da] and segment mask [B, S] (cache or frozen audio encoder), or None."""
         if not self.config.use_audio:
             return None, None
@@ -78,6 +86,28 @@ class VideoLanguageModel(nn.Module):
             return None, None
         batch_size = batch["frame_mask"].shape[0]
         return self.audio(batch.get("audio"), batch.get("audio_mask"), batch_size=batch_size)
+
+    def frame_features(self, batch: dict) -> torch.Tensor:
+        """The frame features the backend reads (standardised when ``model.standardize_features``)."""
+        features = self.raw_frame_features(batch)
+        return features if self.vision_norm is None else self.vision_norm(features)
+
+    def audio_features(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        tokens, mask = self.raw_audio_features(batch)
+        if tokens is None or self.audio_norm is None:
+            return tokens, mask
+        return self.audio_norm(tokens), mask
+
+    @torch.no_grad()
+    def fit_feature_statistics(self, batches) -> None:
+        """Fit the standardisers on training ``batches`` (frames or cached features); a no-op when off."""
+        if self.vision_norm is None:
+            return
+        batches = list(batches)
+        self.vision_norm.fit((self.raw_frame_features(b), b["frame_mask"]) for b in batches)
+        if self.audio_norm is not None:
+            pairs = [self.raw_audio_features(b) for b in batches]
+            self.audio_norm.fit((t, m) for t, m in pairs if t is not None)
 
     def encode(self, batch: dict, instructions: list[str] | None = None) -> VideoTokens:
         """The backend's tokens; ``instructions`` (B strings) go to the head's text branch when given."""

@@ -77,6 +77,17 @@ def evaluation(cfg: ExperimentConfig, held_out, collate, *, captions: bool):
     return run
 
 
+def fit_feature_statistics(model, dataset, collate, max_clips: int, batch_size: int = 64) -> None:
+    """Fit the model's feature standardisers on the first ``max_clips`` training items (a resumed run then
+    loads the saved statistics over these)."""
+    if not model.config.standardize_features:
+        return
+    count = min(max_clips, len(dataset))
+    batches = (collate([dataset[i] for i in range(start, min(start + batch_size, count))])
+               for start in range(0, count, batch_size))
+    model.fit_feature_statistics(batches)
+
+
 def latest_complete(stage_dir: Path) -> Path | None:
     try:
         return resolve_checkpoint(stage_dir / "checkpoints")
@@ -94,6 +105,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     model = VideoLanguageModel(cfg.model, tokenizer)
     train, held_out = datasets(cfg, model)
     collate = make_collate(cfg, tokenizer)
+    fit_feature_statistics(model, train, collate, cfg.model.standardize_clips)
     for stage in cfg.stages.selected:
         steps = cfg.stages.stage1_steps if stage == 1 else cfg.stages.stage2_steps
         lr = cfg.stages.stage1_lr if stage == 1 else cfg.stages.stage2_lr
