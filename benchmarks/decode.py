@@ -33,7 +33,7 @@ from einops import rearrange
 
 from videoqf.data.samplers import build_sampler
 from videoqf.data.synthetic.media import write_mp4
-from videoqf.data.video import IMAGENET_MEAN, IMAGENET_STD, _normalise, load_clip
+from videoqf.data.video import IMAGENET_MEAN, IMAGENET_STD, normalise, load_clip
 
 WIDTH, HEIGHT = 1280, 720
 
@@ -72,7 +72,7 @@ def pyav_all(path: str, indices: list[int], convert_all: bool) -> torch.Tensor:
     if convert_all:
         x = F.interpolate(rearrange(raw, "t h w c -> t c h w").float(), size=(224, 224), mode="bilinear", antialias=True)
         raw = rearrange(x.round().clamp(0, 255).to(torch.uint8), "t c h w -> t h w c")
-    return _normalise(raw, IMAGENET_MEAN, IMAGENET_STD)
+    return normalise(raw, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def machine() -> str:

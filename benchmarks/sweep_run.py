@@ -39,7 +39,7 @@ from videoqf.recipes.synthetic import cache_root
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.recipes.run import datasets, make_collate, run_experiment
-from videoqf.train.loop import _to_device
+from videoqf.train.loop import to_device
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 NO_AUDIO_CACHE_SUFFIX = "-noaudio"
@@ -171,7 +171,7 @@ def _prepare(cfg: ExperimentConfig, device: torch.device) -> tuple[VideoLanguage
     if "features" not in batch:
         raise ValueError(f"{cfg.model.variant}: the sweep measures costs from cached features; set data.features")
     model.to(device)
-    return model, _to_device(batch, device, torch.float32)
+    return model, to_device(batch, device, torch.float32)
 
 
 def _static_costs(model: VideoLanguageModel, batch: dict, cfg: ExperimentConfig) -> dict:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
+from videoqf.io import write_atomic
 
 if TYPE_CHECKING:
     from videoqf.encoders.audio import FrozenAudioEncoder
@@ -124,21 +125,6 @@ def _read_index(cache_dir: Path, spec: CacheSpec) -> dict:
     return index
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old or the whole new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
 class FeatureCacheWriter:
     """Appends clips' feature tensors to a cache directory, ``shard_size`` clips per shard.
 
@@ -195,10 +181,10 @@ class FeatureCacheWriter:
         # Numbered by committed shards: an orphan shard of a killed run (written, not indexed) is replaced.
         name = f"shard-{len(self._shards):05d}.safetensors"
         flat = {f"{key}/{tname}": t for key, ts in self._pending.items() for tname, t in ts.items()}
-        _write_atomic(self.dir / name, save(flat, metadata={"spec": json.dumps(self.spec.to_json())}))
+        write_atomic(self.dir / name, save(flat, metadata={"spec": json.dumps(self.spec.to_json())}))
         self._shards[name] = {key: list(ts) for key, ts in self._pending.items()}
         index = dict(format_version=FORMAT_VERSION, spec=self.spec.to_json(), shards=self._shards)
-        _write_atomic(self.dir / INDEX_NAME, json.dumps(index, indent=1).encode())
+        write_atomic(self.dir / INDEX_NAME, json.dumps(index, indent=1).encode())
         self._done.update(self._pending)
         self._pending = {}
 

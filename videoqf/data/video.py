@@ -83,7 +83,7 @@ def _resolve_window(path: str, start: float | None, end: float | None, duration:
     return start, end
 
 
-def _normalise(frames: torch.Tensor, mean, std) -> torch.Tensor:
+def normalise(frames: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> normalised float [T, 3, H, W]."""
     x = rearrange(frames, "t h w c -> t c h w").float().div_(255.0)
     mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
@@ -130,7 +130,7 @@ def load_clip(
         wave = AF.resample(native, info.audio_rate, AUDIO_SAMPLE_RATE)
         num_audio = wave.shape[0]
     return Clip(
-        frames=_normalise(raw, mean, std),
+        frames=normalise(raw, mean, std),
         frame_indices=torch.tensor(indices, dtype=torch.long),
         timestamps=timestamps,
         frame_mask=torch.tensor(sampled.mask, dtype=torch.bool),

@@ -34,8 +34,8 @@ def ensure_features(data: DataConfig, annotation_files: list[str], vision, audio
     """Extract every clip of ``annotation_files`` into ``out_dir``; returns the cache spec and per-file stats."""
     spec = cache_spec(data, vision, audio)
     stats = []
-    for annotations in annotation_files:
-        dataset = build_dataset(replace(data, annotations=annotations, features=""), **clip_overrides(vision))
+    for annotation_file in annotation_files:
+        dataset = build_dataset(replace(data, annotations=annotation_file, features=""), **clip_overrides(vision))
         stats.append(extract_features(dataset, vision, audio if spec.audio_encoder else None, out_dir,
                                       sampler_name=spec.sampler, sampler_seed=spec.sampler_seed,
                                       num_frames=spec.num_frames, batch_size=batch_size, shard_size=shard_size,

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 # One crash-safe small-file writer for the package (temp file, fsync, os.replace, fsync of the folder).
-from videoqf.data.feature_cache import _write_atomic
+from videoqf.io import write_atomic
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
@@ -111,7 +111,7 @@ def save_checkpoint(engine, root: str | os.PathLike, step: int, state: dict[str,
     if rank == 0:
         for name, source in (extra_files or {}).items():
             _put_extra(tmp_dir / name, source)
-        _write_atomic(tmp_dir / STATE_FILE, json.dumps(state, indent=1).encode())
+        write_atomic(tmp_dir / STATE_FILE, json.dumps(state, indent=1).encode())
     dist.barrier()
     if rank == 0:
         final, old = root / tag, root / (TMP_PREFIX + "old-" + tag)
@@ -120,7 +120,7 @@ def save_checkpoint(engine, root: str | os.PathLike, step: int, state: dict[str,
         os.rename(tmp_dir, final)
         if old.exists():
             shutil.rmtree(old)
-        _write_atomic(root / LATEST, tag.encode())
+        write_atomic(root / LATEST, tag.encode())
         complete = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
         for old in complete[:-keep_last]:
             shutil.rmtree(old)

@@ -37,14 +37,14 @@ class TrainingDiverged(RuntimeError):
     """Too many steps in a row with a non-finite loss."""
 
 
-def _to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+def to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
     """Move tensors to ``device``; floating ones to the engine's compute ``dtype`` (bf16/fp16 runs)."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, dtype=dtype if batch.is_floating_point() else None, non_blocking=True)
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device, dtype) for k, v in batch.items()}
+        return {k: to_device(v, device, dtype) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device, dtype) for v in batch)
+        return type(batch)(to_device(v, device, dtype) for v in batch)
     return batch
 
 
@@ -131,7 +131,7 @@ class Trainer:
             if skipped:
                 continue
             engine.set_gradient_accumulation_boundary(micro == gas - 1)
-            out = engine(_to_device(batch, engine.device, self.dtype))
+            out = engine(to_device(batch, engine.device, self.dtype))
             loss = out["loss"]
             finite = torch.isfinite(loss.detach().float()).float().reshape(1)
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
