@@ -20,6 +20,7 @@ from videoqf.data.config import build_dataset
 from videoqf.eval.model_eval import evaluate_model
 from videoqf.experiment import ExperimentConfig
 from videoqf.llm.tokenizer import load_tokenizer
+from videoqf.io import file_lock
 from videoqf.models.collate import CaptionCollate
 from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
@@ -49,7 +50,8 @@ def datasets(cfg: ExperimentConfig, model):
     spec = None
     if cfg.data.features:
         files = [cfg.data.annotations] + ([cfg.eval.annotations] if cfg.eval.annotations else [])
-        spec, _ = ensure_features(cfg.data, files, model.vision, model.audio, out_dir=cfg.data.features)
+        with file_lock(cfg.data.features.rstrip("/") + ".lock"):  # one process extracts, the others then read
+            spec, _ = ensure_features(cfg.data, files, model.vision, model.audio, out_dir=cfg.data.features)
     train = build_dataset(cfg.data, expected_spec=spec, **overrides)
     held_out = None
     if cfg.eval.annotations:
