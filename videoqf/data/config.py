@@ -46,6 +46,11 @@ def cache_spec(cfg: DataConfig, vision, audio=None) -> CacheSpec:
                                    num_frames=cfg.num_frames)
 
 
+def config_sampler(cfg: DataConfig):
+    """The frame sampler ``cfg`` names (``data.sampler``, ``data.num_frames``, ``data.sampler_kwargs``)."""
+    return build_sampler(cfg.sampler, num_frames=cfg.num_frames, **cfg.sampler_kwargs)
+
+
 def build_dataset(cfg: DataConfig, *, expected_spec: CacheSpec | None = None,
                   **clip_overrides) -> VideoTextDataset | CachedFeatureDataset:
     """Dataset for ``cfg``; ``clip_overrides`` (``mean``, ``std``, ``image_size``, ``backend``) win over it.
@@ -60,7 +65,7 @@ def build_dataset(cfg: DataConfig, *, expected_spec: CacheSpec | None = None,
                          "(videoqf.data.config.cache_spec(cfg, vision, audio)) to check the cache against")
     extra = {"split": cfg.split} if cfg.split is not None else {}
     records = read_annotations(cfg.annotations, format=cfg.format, video_root=cfg.video_root, **extra)
-    sampler = build_sampler(cfg.sampler, num_frames=cfg.num_frames, **cfg.sampler_kwargs)
+    sampler = config_sampler(cfg)
     kwargs = dict(image_size=cfg.image_size, audio=cfg.audio, max_bad_fraction=cfg.max_bad_fraction,
                   caption_mode=cfg.caption_mode, seed=cfg.seed)
     dataset = VideoTextDataset(records, sampler, **{**kwargs, **clip_overrides})

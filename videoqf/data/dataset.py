@@ -102,9 +102,8 @@ class VideoTextDataset(Dataset):
 
     def decode(self, record: VideoRecord, rng: np.random.Generator) -> dict:
         """The media of one item: frames, frame_mask, timestamps, audio, audio_mask (raises VideoDecodeError)."""
-        clip = load_clip(record.video, self.sampler, start=record.start, end=record.end, seed=rng, **self.clip_kwargs)
-        return {"frames": clip.frames, "frame_mask": clip.frame_mask, "timestamps": clip.timestamps,
-                "audio": clip.audio, "audio_mask": clip.audio_mask}
+        return load_clip(record.video, self.sampler, start=record.start, end=record.end, seed=rng,
+                         **self.clip_kwargs).media()
 
     def read(self, index: int, load: Callable[[VideoRecord, np.random.Generator], dict]) -> dict:
         """Item ``index`` with its media from ``load(record, rng)``: the one place where items, caption

@@ -53,6 +53,11 @@ class Clip:
     path: str
     window: tuple[float, float]
 
+    def media(self) -> dict:
+        """The fields a dataset item (and a batch) carries: frames, frame_mask, timestamps, audio, audio_mask."""
+        return {"frames": self.frames, "frame_mask": self.frame_mask, "timestamps": self.timestamps,
+                "audio": self.audio, "audio_mask": self.audio_mask}
+
     @property
     def has_audio(self) -> bool:
         return self.audio is not None

@@ -11,12 +11,13 @@ import torch
 
 from videoqf.config import load_config
 from videoqf.data.collate import collate_clips
-from videoqf.data.samplers import build_sampler
+from videoqf.data.config import config_sampler
 from videoqf.data.video import load_clip
 from videoqf.experiment import ExperimentConfig
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.io import load_learned
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.recipes.features import clip_overrides
 from videoqf.recipes.run import CONFIG_NAME
 from videoqf.train.checkpoint import resolve_checkpoint
 
@@ -46,12 +47,9 @@ def load_model(path: str | Path) -> tuple[VideoLanguageModel, ExperimentConfig, 
 
 def clip_batch(model: VideoLanguageModel, cfg: ExperimentConfig, path: str, *, start=None, end=None) -> dict:
     """One video decoded the way the model was trained (sampler, frame count, encoder's image config)."""
-    data = model.vision.data_config
-    sampler = build_sampler(cfg.data.sampler, num_frames=cfg.data.num_frames, **cfg.data.sampler_kwargs)
-    clip = load_clip(path, sampler, start=start, end=end, audio=cfg.model.use_audio, image_size=data["image_size"],
-                     mean=tuple(data["mean"]), std=tuple(data["std"]))
-    item = {"frames": clip.frames, "frame_mask": clip.frame_mask, "timestamps": clip.timestamps, "audio": clip.audio,
-            "audio_mask": clip.audio_mask, "caption": "", "video_id": 0, "path": path, "index": 0}
+    clip = load_clip(path, config_sampler(cfg.data), start=start, end=end, audio=cfg.model.use_audio,
+                     **clip_overrides(model.vision))
+    item = {**clip.media(), "caption": "", "video_id": 0, "path": path, "index": 0}
     batch = collate_clips([item])
     batch["window"] = clip.window
     return batch
