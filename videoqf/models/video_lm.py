@@ -100,14 +100,21 @@ class VideoLanguageModel(nn.Module):
 
     @torch.no_grad()
     def fit_feature_statistics(self, batches) -> None:
-        """Fit the standardisers on training ``batches`` (frames or cached features); a no-op when off."""
+        """Fit the standardisers on training ``batches`` (frames or cached features) in one pass; a no-op
+        when off."""
         if self.vision_norm is None:
             return
-        batches = list(batches)
-        self.vision_norm.fit((self.raw_frame_features(b), b["frame_mask"]) for b in batches)
-        if self.audio_norm is not None:
-            pairs = [self.raw_audio_features(b) for b in batches]
-            self.audio_norm.fit((t, m) for t, m in pairs if t is not None)
+        vision = self.vision_norm.moments()
+        audio = self.audio_norm.moments() if self.audio_norm is not None else None
+        for batch in batches:
+            vision.add(self.raw_frame_features(batch), batch["frame_mask"])
+            if audio is not None:
+                tokens, mask = self.raw_audio_features(batch)
+                if tokens is not None:
+                    audio.add(tokens, mask)
+        self.vision_norm.set_statistics(vision)
+        if audio is not None:
+            self.audio_norm.set_statistics(audio)
 
     def encode(self, batch: dict, instructions: list[str] | None = None) -> VideoTokens:
         """The backend's tokens; ``instructions`` (B strings) go to the head's text branch when given."""
