@@ -4,16 +4,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from videoqf.config import load_config
 from videoqf.experiment import ExperimentConfig
 from videoqf.recipes.run import run_experiment
 
 
-@pytest.fixture(scope="module")
-def trained_run(synthetic_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    overrides = [
+def tiny_overrides(synthetic_dir) -> list[str]:
+    return [
         f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
         f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
         "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.progress_bar=false", "train.log_every=1",
@@ -22,8 +21,17 @@ def trained_run(synthetic_dir, tmp_path_factory):
         "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 72, "
         "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
     ]
-    cfg = load_config(ExperimentConfig, ["configs/synthetic.yaml", "configs/variants/cascaded.yaml"], overrides)
-    metrics, samples = run_experiment(cfg, run_dir)
+
+
+def tiny_config(synthetic_dir, *extra: str) -> ExperimentConfig:
+    return load_config(ExperimentConfig, ["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
+                       [*tiny_overrides(synthetic_dir), *extra])
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    metrics, samples = run_experiment(tiny_config(synthetic_dir), run_dir)
     return run_dir, metrics, samples
 
 
@@ -65,3 +73,25 @@ def test_evaluate_tool_matches_the_run(trained_run, synthetic_dir):
     for key in ("t2v_r1", "v2t_r5", "order_pair_acc", "sound_pair_acc"):
         if key in metrics:
             assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+def test_stage2_alone_on_a_run_directory_starts_from_its_stage1(trained_run, synthetic_dir, tmp_path):
+    """``--stage 2 --resume RUN_DIR`` after a stage-1 run trains stage 2 on what stage 1 learned: with the
+    projector alone trainable, the stage-2 checkpoint's backend (and feature statistics) are stage 1's."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run_dir, _, _ = trained_run
+    shutil.copytree(run_dir / "stage1", tmp_path / "stage1")
+    run_experiment(tiny_config(synthetic_dir, "stages.stage=2", "eval.annotations=''"), tmp_path, resume=True)
+
+    def learned(stage_dir):
+        latest = (stage_dir / "checkpoints" / "latest").read_text().strip()
+        return load_file(stage_dir / "checkpoints" / latest / "learned" / "model.safetensors")
+
+    before, after = learned(tmp_path / "stage1"), learned(tmp_path / "stage2")
+    kept = [k for k in before if k.startswith(("backend.", "vision_norm."))]
+    assert kept and all(k in after for k in kept)
+    for key in kept:
+        assert torch.equal(before[key], after[key]), key

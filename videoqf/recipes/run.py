@@ -97,6 +97,19 @@ def latest_complete(stage_dir: Path) -> Path | None:
         return None
 
 
+def start_from_stage1(model, run_dir: Path, *, resume: bool) -> None:
+    """Stage 2 alone continues what stage 1 learned: with ``resume``, the learned weights (and feature
+    statistics) of the run directory's latest complete stage-1 checkpoint; otherwise, or without one, it
+    says that the backend starts untrained."""
+    stage1 = latest_complete(run_dir / "stage1") if resume else None
+    if stage1 is None:
+        print(f"stage 2 without stage 1: the backend starts untrained (no stage-1 checkpoint in {run_dir}; "
+              "run --stage 1 first, or both)", flush=True)
+        return
+    print(f"stage 2 starts from the stage-1 checkpoint {stage1}", flush=True)
+    load_learned(model, stage1 / "learned")
+
+
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[dict, list[dict]]:
     """Train the selected stages into ``run_dir`` and evaluate; returns (metrics, samples)."""
     run_dir = Path(run_dir)
@@ -108,6 +121,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     train, held_out = datasets(cfg, model)
     collate = make_collate(cfg, tokenizer)
     fit_feature_statistics(model, train, collate, cfg.model.standardize_clips)
+    if 1 not in cfg.stages.selected:
+        start_from_stage1(model, run_dir, resume=resume)
     for stage in cfg.stages.selected:
         steps = cfg.stages.stage1_steps if stage == 1 else cfg.stages.stage2_steps
         lr = cfg.stages.stage1_lr if stage == 1 else cfg.stages.stage2_lr
