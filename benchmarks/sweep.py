@@ -1,23 +1,24 @@
 """All video backends side by side: cost and quality on the same data, seeds and budget.
 
 Every variant (cascaded, cascaded without audio / without temporal PE, spatiotemporal with and without
-FFN experts, framewise, meanpool, and any backend later registered with a configs/variants/NAME.yaml)
-is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
+FFN experts, meanpool; the recipes that make sense on video: video-llama, video-qformer, framewise
+(InstructBLIP-Video) and pooled (Video-ChatGPT), each also with the stability kit as NAME+kit; and any
+backend later registered with a configs/variants/NAME.yaml) is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
 variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE) for each seed, then
 evaluated on held-out clips. Writes benchmarks/results/sweep.md (table, command, machine, date, and what
 the numbers say about the expected effects against the seed spread) and benchmarks/results/sweep.png
 (quality against backend FLOPs per clip). Finished cells are kept in --sweep-dir; a restart skips them.
 
-    python benchmarks/sweep.py --quick                  # 7 variants x seeds 0,1, small budget
+    python benchmarks/sweep.py --quick                  # 13 variants x seeds 0,1, small budget
     python benchmarks/sweep.py                          # full budget (400 + 300 steps, 100 held-out clips)
     python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1_steps=100
 
 Expected time on 2 CPU cores (1 torch thread per run), from calibration runs of single cells on a
-loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30 s per cell, 7 min for
-7 variants x 2 seeds, plus about 4 min the first time for the two feature caches (with and without audio)
-and 1 min for the sweep's caption LM (128 positions, so framewise's 64 tokens + a caption fit; the
-embedded default's LM has 48). The full sweep (400 + 300 steps at batch 32, all 100 held-out clips):
-about 5-6 min per cell, 1.3 h for 7 x 2.
+loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s per cell, 15-20 min
+for 13 variants x 2 seeds, plus about 2 min the first time for each feature cache (with and without audio,
+and video-llama's head-tail frames with 8 audio segments). The caption LM (128 positions, so framewise's
+64 tokens + a caption fit) is the embedded default's. The full sweep (400 + 300 steps at batch 32, all 100
+held-out clips): about 5-6 min per cell, 2.5 h for 13 x 2.
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ from benchmarks.sweep_report import write_report  # noqa: E402
 from benchmarks.sweep_run import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
 from tools.train_video import embedded_default  # noqa: E402
 
-def sweep_setup(backend: str, *, num_clips: int) -> tuple[list[Path], list[str]]:
-    """The embedded default of ``backend`` (synthetic set and caption LM made once in the cache)."""
-    return embedded_default(ROOT / "configs" / "variants" / f"{backend}.yaml", num_clips)
+def sweep_setup(model_file: str, *, num_clips: int) -> tuple[list[Path], list[str]]:
+    """The embedded default under ``configs/<model_file>`` (synthetic set and caption LM made once in the cache)."""
+    return embedded_default(ROOT / "configs" / model_file, num_clips)
 
 
 def parse_args(argv=None):

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import common
-from benchmarks.sweep_run import SweepResult
+from benchmarks.sweep_run import KIT_SUFFIX, SweepResult
 
-# (metric key, column title) of the quality columns, in table order.
+# (metric key, column title) of the quality columns, in table order; the last one is training health: the
+# mean pairwise cosine similarity of the head's query outputs at the end of stage 1 (lower: less collapse).
 QUALITY = (("t2v_r1", "t2v R@1"), ("order_pair_acc", "order pair acc"), ("caption_order_acc", "caption order acc"),
-           ("sound_pair_acc", "sound pair acc"), ("caption_sound_acc", "caption sound acc"), ("cider", "CIDEr"))
+           ("sound_pair_acc", "sound pair acc"), ("caption_sound_acc", "caption sound acc"), ("cider", "CIDEr"),
+           ("query_collapse", "query collapse"))
+LOWER_IS_BETTER = {"query_collapse"}
 
 # (what is compared, variant expected better, variant expected worse, metrics it should show on)
 EXPECTED = (
@@ -57,7 +60,8 @@ def quality(result: SweepResult, variant: str, key: str) -> Spread:
 
 
 def compare(result: SweepResult, better: str, worse: str, key: str) -> str:
-    """One sentence: does ``better`` beat ``worse`` on ``key`` beyond the seed spread?"""
+    """One sentence: does ``better`` beat ``worse`` on ``key`` beyond the seed spread? (For a key in
+    ``LOWER_IS_BETTER``, beating means being lower.)"""
     a, b = quality(result, better, key), quality(result, worse, key)
     if not (a.n and b.n):
         return f"{key}: not measured (no value for {better if not a.n else worse})"
@@ -65,9 +69,11 @@ def compare(result: SweepResult, better: str, worse: str, key: str) -> str:
     spread = f"seed ranges {a.low:.3f}..{a.high:.3f} vs {b.low:.3f}..{b.high:.3f}"
     if min(a.n, b.n) < 2:
         return f"{key}: {better} - {worse} = {diff:+.3f} from a single seed, so no spread to judge it by"
-    if a.low > b.high:
+    lower = key in LOWER_IS_BETTER
+    a_wins, b_wins = (a.high < b.low, b.high < a.low) if lower else (a.low > b.high, b.low > a.high)
+    if a_wins:
         return f"{key}: {better} beats {worse} by {diff:+.3f} on every seed ({spread})"
-    if b.low > a.high:
+    if b_wins:
         return f"{key}: {worse} beats {better} by {-diff:+.3f} on every seed, against the expectation ({spread})"
     return f"{key}: no difference beyond seed spread ({better} - {worse} = {diff:+.3f}; {spread})"
 
@@ -80,6 +86,11 @@ def findings(result: SweepResult) -> list[str]:
         if {better, worse} <= present:
             lines.append(f"- **{what}** ({better} vs {worse}): " + "; ".join(compare(result, better, worse, k)
                                                                           for k in keys) + ".")
+    for kit in sorted(v for v in present if v.endswith(KIT_SUFFIX)):
+        base = kit[: -len(KIT_SUFFIX)]
+        if base in present:
+            lines.append(f"- **stability kit on vs off** ({kit} vs {base}): " + "; ".join(
+                compare(result, kit, base, k) for k in ("query_collapse", "t2v_r1", "cider")) + ".")
     if {"framewise", "cascaded"} <= present:
         fw, cas = result.costs["framewise"]["llm_tokens"], result.costs["cascaded"]["llm_tokens"]
         lines.append(f"- **framewise vs cascaded tokens**: framewise hands the LLM {fw} tokens per clip, cascaded "

@@ -4,7 +4,8 @@ variant's cost measured side by side; each result is saved as JSON so a restarte
 Layout of a sweep directory (``runs/sweep/`` by default)::
 
     <variant>/cost.json          parameters, LLM tokens, FLOPs per clip, train-step time, memory
-    <variant>/seed<k>.json       held-out metrics of one seed (``videoqf.recipes.run.run_experiment``)
+    <variant>/seed<k>.json       held-out metrics of one seed (``videoqf.recipes.run.run_experiment``), and
+                                 the query collapse the trainer logged last in stage 1
     <variant>/seed<k>/           that run's checkpoints and logs (an interrupted run resumes from them)
 
 Every JSON keeps the config files and overrides it was made with; a restart with other settings is
@@ -39,6 +40,7 @@ from videoqf.recipes.synthetic import cache_root
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.recipes.run import datasets, make_collate, run_experiment
+from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -47,21 +49,38 @@ NO_AUDIO_CACHE_SUFFIX = "-noaudio"
 
 @dataclass(frozen=True)
 class Variant:
-    """A column of the sweep: ``backend`` picks ``configs/variants/<backend>.yaml``; ``overrides`` change it."""
+    """A column of the sweep: ``model_file`` (relative to ``configs/``: a ``variants/<backend>.yaml`` or a
+    ``recipes/<name>.yaml`` of the Q-Former family) over the synthetic default; ``overrides`` change it."""
 
     name: str
-    backend: str
+    model_file: str
     overrides: tuple[str, ...] = ()
 
 
+# The stability kit of stage 1 (videoqf.objectives.stability), both parts on, at the README's weight.
+STABILITY_KIT = ("model.objectives.query_diversity_weight=0.1", "model.objectives.adaptive_weighting=true")
+KIT_SUFFIX = "+kit"
+
+
+def _with_kit(variant: Variant) -> Variant:
+    return Variant(variant.name + KIT_SUFFIX, variant.model_file, variant.overrides + STABILITY_KIT)
+
+
+_RECIPES_ON_VIDEO = (  # the recipes that make sense on video, each with and without the stability kit
+    Variant("video-llama", "recipes/video-llama.yaml"),
+    Variant("video-qformer", "recipes/video-qformer.yaml"),
+    Variant("framewise", "variants/framewise.yaml"),  # InstructBLIP-Video: BLIP-2 per frame, tokens concatenated
+    Variant("pooled", "variants/pooled.yaml"),  # Video-ChatGPT
+)
+
 STANDARD_VARIANTS = (
-    Variant("cascaded", "cascaded"),
-    Variant("cascaded-noaudio", "cascaded", ("model.backend.audio=false", "model.use_audio=false")),
-    Variant("cascaded-nope", "cascaded", ("model.backend.temporal_pe=false",)),
-    Variant("spatiotemporal", "spatiotemporal"),
-    Variant("spatiotemporal-noexperts", "spatiotemporal", ("model.backend.experts=false",)),
-    Variant("framewise", "framewise"),
-    Variant("meanpool", "meanpool"),
+    Variant("cascaded", "variants/cascaded.yaml"),
+    Variant("cascaded-noaudio", "variants/cascaded.yaml", ("model.backend.audio=false", "model.use_audio=false")),
+    Variant("cascaded-nope", "variants/cascaded.yaml", ("model.backend.temporal_pe=false",)),
+    Variant("spatiotemporal", "variants/spatiotemporal.yaml"),
+    Variant("spatiotemporal-noexperts", "variants/spatiotemporal.yaml", ("model.backend.experts=false",)),
+    Variant("meanpool", "variants/meanpool.yaml"),
+    *(v for recipe in _RECIPES_ON_VIDEO for v in (recipe, _with_kit(recipe))),
 )
 
 # Stage steps and evaluation size per budget (over configs/synthetic.yaml). "quick" is sized for all
@@ -81,7 +100,7 @@ def available_variants(config_dir: Path = CONFIG_DIR) -> dict[str, Variant]:
     out = {v.name: v for v in STANDARD_VARIANTS}
     for name in sorted(BACKENDS):
         if name not in out and (config_dir / "variants" / f"{name}.yaml").is_file():
-            out[name] = Variant(name, name)
+            out[name] = Variant(name, f"variants/{name}.yaml")
     return out
 
 
@@ -97,8 +116,8 @@ def select_variants(names: str | None, config_dir: Path = CONFIG_DIR) -> list[Va
     return [known[n] for n in wanted]
 
 
-# A function giving the config files and overrides (data, tokenizer, LLM) of a backend's base setup,
-# e.g. ``tools/train_video.embedded_default`` bound to a clip count.
+# A function giving the config files and overrides (data, tokenizer, LLM) of the base setup under a model
+# file (relative to configs/), e.g. ``tools/train_video.embedded_default`` bound to a clip count.
 Setup = Callable[[str], tuple[list[Path], list[str]]]
 
 
@@ -116,7 +135,7 @@ def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[st
     the same frozen-encoder features. A variant without audio (``model.use_audio=false``) has a feature
     cache spec without the audio encoder, so it reads its own cache: ``<data.features>-noaudio``.
     """
-    files, base = setup(variant.backend)
+    files, base = setup(variant.model_file)
     recipe = {"files": [str(f) for f in files],
               "overrides": [*base, *RUN_OVERRIDES, *variant.overrides, *overrides, f"train.seed={seed}"]}
     cfg = load_config(ExperimentConfig, files, recipe["overrides"])
@@ -125,6 +144,15 @@ def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[st
     elif not cfg.model.use_audio:
         cfg = replace(cfg, data=replace(cfg.data, features=cfg.data.features + NO_AUDIO_CACHE_SUFFIX, audio=False))
     return cfg, recipe
+
+
+def stage1_query_collapse(run_dir: Path) -> float | None:
+    """The last ``query_collapse`` the trainer logged in a run's stage 1 (``metrics.jsonl``), or None."""
+    path = Path(run_dir) / "stage1" / METRICS_FILE
+    if not path.is_file():
+        return None
+    values = [rec["query_collapse"] for rec in map(json.loads, path.read_text().splitlines()) if "query_collapse" in rec]
+    return values[-1] if values else None
 
 
 def _read_checked(path: Path, recipe: dict) -> dict | None:
@@ -235,7 +263,7 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
               log: Callable[[str], None] = print) -> SweepResult:
     """Measure and train every (variant, seed) cell not yet saved in ``sweep_dir``; return all records.
 
-    ``setup(backend)`` gives the base config files and overrides, ``overrides`` the budget and any
+    ``setup(model_file)`` gives the base config files and overrides, ``overrides`` the budget and any
     user changes (applied after the variant's own); ``threads`` sets torch's intra-op threads meanwhile.
     """
     if len(set(seeds)) != len(seeds) or not seeds:
@@ -267,7 +295,9 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                 if record is None:
                     log(f"training {v.name} seed {seed} ...")
                     start = time.perf_counter()
-                    metrics, samples = run_experiment(cfg, sweep_dir / v.name / f"seed{seed}", resume=True)
+                    run_dir = sweep_dir / v.name / f"seed{seed}"
+                    metrics, samples = run_experiment(cfg, run_dir, resume=True)
+                    metrics["query_collapse"] = stage1_query_collapse(run_dir)
                     record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
                               "held_out_clips": len(samples), "wall_s": time.perf_counter() - start}
                     _write(path, record)

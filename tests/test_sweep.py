@@ -22,8 +22,8 @@ TINY = [
 def sweep(synthetic_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
 
-    def setup(backend):
-        files = ["configs/synthetic.yaml", f"configs/variants/{backend}.yaml"]
+    def setup(model_file):
+        files = ["configs/synthetic.yaml", f"configs/{model_file}"]
         return files, [f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
                        f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
                        f"data.features={root}/features"]
@@ -60,7 +60,7 @@ def test_cells_are_measured_trained_and_tabled(sweep, tmp_path, monkeypatch):
     assert set(rows) == {"cascaded-noaudio", "meanpool"}
     # the tiny held-out split has an order pair but no sound pair: that column alone is n/a
     measured = [key in result.cells["meanpool"][0]["metrics"] for key, _ in QUALITY]
-    assert measured == [True, True, True, False, True, True]
+    assert measured == [True, True, True, False, True, True, True]
     for line in rows.values():
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
         assert len(cells) == 8 + len(QUALITY)
@@ -96,3 +96,17 @@ def test_a_difference_counts_only_beyond_the_seed_spread():
     assert "single seed" in compare(single, "cascaded", "cascaded-nope", "order_pair_acc")
     text = "\n".join(findings(overlap))
     assert "temporal PE on vs off" in text and "order_pair_acc 0.400" in text  # the largest seed range
+
+
+def test_lower_query_collapse_is_the_better_side():
+    def collapse(by_variant):
+        return SweepResult(costs={}, cells={v: [{"seed": s, "metrics": {"query_collapse": x}, "held_out_clips": 10}
+                                                for s, x in enumerate(xs)] for v, xs in by_variant.items()})
+
+    kit_lower = collapse({"pooled+kit": [0.1, 0.2], "pooled": [0.5, 0.6]})
+    assert "pooled+kit beats pooled by -0.400 on every seed" in compare(kit_lower, "pooled+kit", "pooled",
+                                                                        "query_collapse")
+    kit_higher = collapse({"pooled+kit": [0.5, 0.6], "pooled": [0.1, 0.2]})
+    assert "against the expectation" in compare(kit_higher, "pooled+kit", "pooled", "query_collapse")
+    text = "\n".join(findings(kit_lower))
+    assert "stability kit on vs off** (pooled+kit vs pooled)" in text
