@@ -75,7 +75,8 @@ _RECIPES_ON_VIDEO = (  # the recipes that make sense on video, each with and wit
 
 STANDARD_VARIANTS = (
     Variant("cascaded", "variants/cascaded.yaml"),
-    Variant("cascaded-noaudio", "variants/cascaded.yaml", ("model.backend.audio=false", "model.use_audio=false")),
+    Variant("cascaded-noaudio", "variants/cascaded.yaml", ("model.backend.audio=false", "model.use_audio=false",
+                                                          "stages.stage2_trainable=[bridge.projector.*]")),
     Variant("cascaded-nope", "variants/cascaded.yaml", ("model.backend.temporal_pe=false",)),
     Variant("spatiotemporal", "variants/spatiotemporal.yaml"),
     Variant("spatiotemporal-noexperts", "variants/spatiotemporal.yaml", ("model.backend.experts=false",)),

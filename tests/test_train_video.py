@@ -84,7 +84,8 @@ def test_stage2_alone_on_a_run_directory_starts_from_its_stage1(trained_run, syn
 
     run_dir, _, _ = trained_run
     shutil.copytree(run_dir / "stage1", tmp_path / "stage1")
-    run_experiment(tiny_config(synthetic_dir, "stages.stage=2", "eval.annotations=''"), tmp_path, resume=True)
+    run_experiment(tiny_config(synthetic_dir, "stages.stage=2", "eval.annotations=''",
+                                   "stages.stage2_trainable=[bridge.projector.*]"), tmp_path, resume=True)
 
     def learned(stage_dir):
         latest = (stage_dir / "checkpoints" / "latest").read_text().strip()
