@@ -96,3 +96,27 @@ def test_stage2_alone_on_a_run_directory_starts_from_its_stage1(trained_run, syn
     assert kept and all(k in after for k in kept)
     for key in kept:
         assert torch.equal(before[key], after[key]), key
+
+
+@pytest.mark.slow
+def test_main_command_under_torchrun_makes_its_world_and_reports_once(tmp_path):
+    """The README's first command under ``torchrun --nproc_per_node 2`` on an empty cache: one process makes
+    the synthetic world, caption LM and features, both train into ONE run directory (rank 0 names it), and
+    only rank 0 evaluates and prints."""
+    import os
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "train_video.py"
+    env = {**os.environ, "VIDEOQF_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(tool),
+                          "--variant", "cascaded", "--synthetic-clips", "16", "stages.stage1_steps=2",
+                          "stages.stage2_steps=2", "train.micro_batch_size=4", "eval.max_new_tokens=6"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("held-out metrics") == 1
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs
+    results = json.loads((runs[0] / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["t2v_r1"] <= 1.0 and results["samples"]
+    for stage in ("stage1", "stage2"):
+        assert (runs[0] / stage / "checkpoints" / "latest").is_file()

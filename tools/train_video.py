@@ -24,6 +24,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch.distributed as dist
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -36,6 +38,7 @@ from videoqf.llm.config import CaptionLMConfig  # noqa: E402
 from videoqf.recipes.features import feature_digest  # noqa: E402
 from videoqf.recipes.run import run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic  # noqa: E402
+from videoqf.train.engine import from_rank0, init_distributed  # noqa: E402
 
 RECIPES = ROOT / "configs" / "recipes"
 
@@ -89,8 +92,14 @@ def main(argv=None) -> int:
     if not args.config and not cfg.data.features:
         # the frozen encoders run once per clip, into a cache named after what its features depend on
         cfg = replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg)}")))
-    run_dir = Path(args.resume or args.run_dir or f"runs/{args.recipe or cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}")
+    init_distributed()  # before naming the run directory: every rank must use rank 0's
+    run_dir = Path(from_rank0(
+        args.resume or args.run_dir or f"runs/{args.recipe or cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}"))
     metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume))
+    rank = dist.get_rank()
+    dist.destroy_process_group()  # a gloo group left open makes the processes abort at exit
+    if rank != 0:  # rank 0 evaluated and reports
+        return 0
     print(f"\n{cfg.model.variant}: held-out metrics ({cfg.eval.annotations})\n")
     print(format_metrics(metrics))
     for sample in samples[: cfg.eval.captions_shown]:

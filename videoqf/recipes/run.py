@@ -24,6 +24,7 @@ from videoqf.io import file_lock
 from videoqf.models.collate import CaptionCollate
 from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.objectives.distributed import get_rank
 from videoqf.recipes.features import clip_overrides, ensure_features
 from videoqf.train.checkpoint import resolve_checkpoint
 from videoqf.train.loop import Trainer
@@ -111,7 +112,8 @@ def start_from_stage1(model, run_dir: Path, *, resume: bool) -> None:
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[dict, list[dict]]:
-    """Train the selected stages into ``run_dir`` and evaluate; returns (metrics, samples)."""
+    """Train the selected stages into ``run_dir`` and evaluate; returns (metrics, samples), on rank 0 (the
+    other ranks of a distributed run get empty ones)."""
     run_dir = Path(run_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -143,6 +145,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         trainer.fit(resume=previous)
     metrics: dict = {}
     samples: list[dict] = []
+    if get_rank() != 0:  # one process evaluates and writes results.json; the others return nothing
+        return metrics, samples
     if held_out is not None:
         captions = model.bridge is not None and 2 in cfg.stages.selected
         metrics, samples = evaluation(cfg, held_out, collate, captions=captions)(model, progress=True)

@@ -53,6 +53,16 @@ def init_distributed() -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def from_rank0(value):
+    """Rank 0's ``value`` on every rank (e.g. a run directory named after the clock); ``value`` itself
+    when not distributed."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def resolve_precision(precision: str) -> str:
     """"fp32", "bf16" or "fp16" for this device; "auto" is bf16 > fp16 on an accelerator, fp32 on CPU."""
     acc = get_accelerator()
