@@ -10,7 +10,7 @@ from test_llm_bridge import SENTENCES, train_tiny_tokenizer
 
 from videoqf.llm.bridge import VideoLLMBridge
 from videoqf.llm.config import CaptionLMConfig, LLMConfig
-from videoqf.llm.pretrain import pretrain_caption_lm, read_captions
+from videoqf.llm.pretrain import build_caption_lm, pretrain_caption_lm, read_captions
 from videoqf.llm.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +38,26 @@ def test_read_captions_text_and_jsonl(tmp_path):
 
 def test_training_lowers_the_loss(tmp_path):
     tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tokenizer.json"))
-    config = CaptionLMConfig(n_layer=2, n_embd=32, n_head=2, steps=60, batch_size=8, lr=3e-3, warmup_steps=5)
+    # 100 steps: with captions at random offsets (the default) the loss falls more slowly than at offset 0
+    config = CaptionLMConfig(n_layer=2, n_embd=32, n_head=2, steps=100, batch_size=8, lr=3e-3, warmup_steps=5)
     _, losses = pretrain_caption_lm(SENTENCES, tokenizer, config, progress=False)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+@pytest.mark.parametrize("random_offset", [True, False])
+def test_random_offsets_train_the_positions_a_prefix_pushes_captions_to(tmp_path, random_offset):
+    """Stage 2 puts the caption after the video tokens: with random offsets the late position embeddings
+    train; without, only the first ones do (the others keep their init)."""
+    tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tokenizer.json"))
+    config = CaptionLMConfig(n_layer=1, n_embd=32, n_head=2, max_len=64, steps=20, batch_size=8, warmup_steps=2,
+                             weight_decay=0.0, random_offset=random_offset)  # no decay: untrained rows stay put
+    torch.manual_seed(config.seed)
+    init = build_caption_lm(config, tokenizer).transformer.wpe.weight.detach().clone()
+    model, _ = pretrain_caption_lm(SENTENCES, tokenizer, config, progress=False)
+    longest = max(len(ids) for ids in tokenizer(SENTENCES, add_special_tokens=False)["input_ids"]) + 2
+    late = slice(longest, config.max_len)
+    moved = (model.transformer.wpe.weight[late] - init[late]).abs().amax(dim=1) > 0
+    assert moved.float().mean().item() > 0.9 if random_offset else not moved.any()
 
 
 def test_cli_trains_saves_and_loads_as_frozen_llm(tmp_path, capsys):

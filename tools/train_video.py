@@ -35,7 +35,7 @@ from videoqf.data.synthetic import SyntheticConfig  # noqa: E402
 from videoqf.eval.report import format_metrics  # noqa: E402
 from videoqf.experiment import ExperimentConfig  # noqa: E402
 from videoqf.llm.config import CaptionLMConfig  # noqa: E402
-from videoqf.recipes.features import feature_digest  # noqa: E402
+from videoqf.recipes.features import config_digest, feature_digest  # noqa: E402
 from videoqf.recipes.run import run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic  # noqa: E402
 from videoqf.train.engine import from_rank0, init_distributed  # noqa: E402
@@ -66,7 +66,7 @@ def embedded_default(model_file: Path, num_clips: int) -> tuple[list[Path], list
     LM are made if missing."""
     data = prepare_synthetic(cache_root() / f"synthetic-{num_clips}", SyntheticConfig(num=num_clips, seed=0))
     lm_config = CaptionLMConfig()
-    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}-p{lm_config.max_len}", lm_config)
+    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}-{config_digest(lm_config)}", lm_config)
     files = [ROOT / "configs" / "synthetic.yaml", model_file]
     overrides = [f"data.annotations={data / 'train.jsonl'}", f"eval.annotations={data / 'test.jsonl'}",
                  f"eval.pairs={data / 'pairs.json'}", f"model.tokenizer={data}",

@@ -65,6 +65,10 @@ class CaptionLMConfig:
     n_embd: int = 128
     n_head: int = 4
     max_len: int = 128  # positions: room for up to ~90 video tokens before a caption in stage 2
+    # Each caption starts at a random position in [0, max_len - its length]: stage 2 puts it after the
+    # video tokens, and positions never trained would keep their random init (a caption of ~25 tokens
+    # trains only positions 0-27 otherwise).
+    random_offset: bool = True
     steps: int = 300
     batch_size: int = 32
     lr: float = 3e-3

@@ -3,7 +3,8 @@
 In the real setting BLIP-2 bridges to an LLM that already speaks the language; in the synthetic
 world that LLM is this small transformers GPT-2 (Radford et al., 2019) trained for a few hundred
 steps on the caption text with the world's own tokenizer. Each example is [BOS] caption [EOS]
-(BOS only when the tokenizer has one), padded on the right with labels -100. AdamW with linear
+(BOS only when the tokenizer has one), padded on the right with labels -100, and (``random_offset``)
+placed at a random starting position, as stage 2 places it after the video tokens. AdamW with linear
 warm-up and cosine decay. The result is written with `save_pretrained` (model + tokenizer) and
 loads with `LLMConfig(arch="causal", path=OUT_DIR)`.
 """
@@ -93,7 +94,10 @@ def pretrain_caption_lm(
         batch = [examples[rng.randrange(len(examples))] for _ in range(config.batch_size)]
         ids = pad_sequence(batch, batch_first=True, padding_value=special.pad)
         mask = pad_sequence([torch.ones_like(x) for x in batch], batch_first=True)
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        starts = [rng.randrange(config.max_len - len(x) + 1) if config.random_offset else 0 for x in batch]
+        positions = torch.tensor(starts)[:, None] + torch.arange(ids.shape[1])
+        loss = model(input_ids=ids, attention_mask=mask, position_ids=positions.clamp_max(config.max_len - 1),
+                     labels=ids.masked_fill(mask == 0, -100)).loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"caption LM loss became {loss.item()} at step {len(losses)}")
         optimizer.zero_grad(set_to_none=True)

@@ -14,12 +14,17 @@ from videoqf.data.extract import ExtractStats, extract_features
 from videoqf.data.feature_cache import CacheSpec
 
 
+def config_digest(parts) -> str:
+    """A short name for a config (dataclass or dict of them): what a cached product of it is kept under."""
+    return hashlib.sha256(to_yaml(parts).encode()).hexdigest()[:12]
+
+
 def feature_digest(cfg) -> str:
     """A short name for everything an experiment's cached features depend on (data, encoders, seed)."""
     parts = {"annotations": cfg.data.annotations, "sampler": cfg.data.sampler, "sampler_kwargs": cfg.data.sampler_kwargs,
              "num_frames": cfg.data.num_frames, "audio": cfg.data.audio and cfg.model.use_audio,
              "vision": cfg.model.vision, "audio_encoder": cfg.model.audio, "seed": cfg.model.frozen_init_seed}
-    return hashlib.sha256(to_yaml(parts).encode()).hexdigest()[:12]
+    return config_digest(parts)
 
 
 def clip_overrides(vision) -> dict:
