@@ -1,14 +1,19 @@
 """End to end on the tiny synthetic set: both stages under DeepSpeed, then caption.py and evaluate.py."""
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from videoqf.config import load_config
 from videoqf.experiment import ExperimentConfig
 from videoqf.recipes.run import run_experiment
+from videoqf.train.checkpoint import resolve_checkpoint
 
 
 def tiny_overrides(synthetic_dir) -> list[str]:
@@ -78,18 +83,13 @@ def test_evaluate_tool_matches_the_run(trained_run, synthetic_dir):
 def test_stage2_alone_on_a_run_directory_starts_from_its_stage1(trained_run, synthetic_dir, tmp_path):
     """``--stage 2 --resume RUN_DIR`` after a stage-1 run trains stage 2 on what stage 1 learned: with the
     projector alone trainable, the stage-2 checkpoint's backend (and feature statistics) are stage 1's."""
-    import shutil
-
-    from safetensors.torch import load_file
-
     run_dir, _, _ = trained_run
     shutil.copytree(run_dir / "stage1", tmp_path / "stage1")
     run_experiment(tiny_config(synthetic_dir, "stages.stage=2", "eval.annotations=''",
                                    "stages.stage2_trainable=[bridge.projector.*]"), tmp_path, resume=True)
 
     def learned(stage_dir):
-        latest = (stage_dir / "checkpoints" / "latest").read_text().strip()
-        return load_file(stage_dir / "checkpoints" / latest / "learned" / "model.safetensors")
+        return load_file(resolve_checkpoint(stage_dir / "checkpoints") / "learned" / "model.safetensors")
 
     before, after = learned(tmp_path / "stage1"), learned(tmp_path / "stage2")
     kept = [k for k in before if k.startswith(("backend.", "vision_norm."))]
@@ -103,9 +103,6 @@ def test_main_command_under_torchrun_makes_its_world_and_reports_once(tmp_path):
     """The README's first command under ``torchrun --nproc_per_node 2`` on an empty cache: one process makes
     the synthetic world, caption LM and features, both train into ONE run directory (rank 0 names it), and
     only rank 0 evaluates and prints."""
-    import os
-    from pathlib import Path
-
     tool = Path(__file__).resolve().parent.parent / "tools" / "train_video.py"
     env = {**os.environ, "VIDEOQF_CACHE": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(tool),
