@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from videoqf.eval.synthetic import caption_order_correct, caption_sound_correct, pair_accuracy, parse_events
+from videoqf.eval.synthetic import (caption_order_correct, caption_sound_correct, event_word_accuracy, pair_accuracy,
+                                   parse_events)
 
 # clips x, y (an order-swapped pair) and u, v (a sound-swapped pair); texts and videos in other orders
 TEXT = {"x": 0, "y": 1, "u": 2, "v": 3}
@@ -100,3 +101,13 @@ def test_caption_order_and_sound_correct():
     assert not caption_sound_correct(other_sound, ref)
     assert not caption_sound_correct("a red square moves left, then a blue circle appears", ref)
     assert caption_sound_correct("a red square moves left", "a red square moves left.")  # both silent
+
+
+def test_event_word_accuracy_gives_graded_credit_per_event():
+    ref = "a red square moves left, then a blue circle appears, while a low hum plays"
+    assert event_word_accuracy(ref, ref) == 1.0
+    # 3 of 4 words of the first event (the shape is wrong), 2 of 3 of the second (the colour is wrong)
+    assert event_word_accuracy("a red circle moves left, then a green circle appears", ref) == 5 / 7
+    assert event_word_accuracy("a blue circle appears, then a red square moves left", ref) == 0.0  # swapped
+    assert event_word_accuracy("a red square moves left", ref) == 4 / 7  # the second event missing
+    assert event_word_accuracy("", ref) == 0.0

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from videoqf.qformer import QFormer, QFormerConfig
+from videoqf.qformer import CrossContext, QFormer, QFormerConfig
 
 
 def build(seed=0, **kw):
@@ -110,6 +110,36 @@ def test_shared_context_equals_recompute(batch):
         swapped = q(context=ctx.select(torch.tensor([1, 0])), text_ids=text, text_mask=mask, mode="bidirectional")
         direct = q(enc.flip(0), text_ids=text, text_mask=mask, mode="bidirectional")
     assert torch.allclose(swapped.query_output, direct.query_output, atol=1e-6)
+
+
+def test_folded_projections_equal_projected_context(batch):
+    """A single pass with the key/value projections folded into the queries computes what the projected
+    context does: outputs and every gradient (the folded path is chosen only without gradient to the
+    projections; forced here), with padded encoder tokens."""
+    enc, text, mask = batch
+    enc_mask = torch.ones(2, 10, dtype=torch.bool)
+    enc_mask[0, 6:] = False
+    q = build(hidden_dropout=0.0, attention_dropout=0.0).train()
+    assert not q.folds_cheaper  # training the projections: no folding
+    with torch.no_grad():
+        assert q.folds_cheaper and q.encode_context(enc, reuse=False).kv is None  # 4 heads x 6 queries < 64
+        assert q.encode_context(enc).kv is not None  # a context to reuse stays projected
+    results = []
+    for fold in (False, True):
+        q.zero_grad()
+        context = q.encode_context(enc, enc_mask)
+        if fold:
+            context = CrossContext(kv=None, mask=context.mask, tokens=enc)
+        out = q(context=context, text_ids=text, text_mask=mask, mode="bidirectional")
+        (out.query_output.square().mean() + out.text_output.square().mean()).backward()
+        results.append((out.query_output.detach(),
+                        {n: p.grad.clone() for n, p in q.named_parameters() if p.grad is not None}))
+    (projected, grads), (folded, folded_grads) = results
+    assert torch.allclose(projected, folded, atol=1e-5)
+    assert grads.keys() == folded_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, folded_grads[name], atol=1e-5), name
+    assert folded_grads["cross_kv.weight"].abs().sum() > 0
 
 
 def test_gradient_checkpointing_keeps_outputs_and_grads(batch):

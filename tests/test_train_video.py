@@ -42,9 +42,10 @@ def trained_run(synthetic_dir, tmp_path_factory):
 
 def test_both_stages_train_save_and_report(trained_run):
     run_dir, metrics, samples = trained_run
-    for key in ("t2v_r1", "v2t_r1", "cider", "bleu4", "caption_order_acc", "caption_sound_acc"):
+    for key in ("t2v_r1", "v2t_r1", "cider", "bleu4", "caption_order_acc", "caption_sound_acc", "event_word_acc",
+                "head_cider", "head_caption_order_acc", "head_event_word_acc"):
         assert 0.0 <= metrics[key] <= 10.0, key
-    assert samples and all("generated" in s for s in samples)
+    assert samples and all("generated" in s and "head" in s for s in samples)
     for stage in ("stage1", "stage2"):
         lines = [json.loads(line) for line in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
         assert any(line.get("kind") == "train" for line in lines), stage

@@ -115,3 +115,20 @@ def test_standardised_features_have_zero_mean_unit_std_over_the_fit_items(batch,
     assert (out.std(0) - 1).abs().max() < 1e-2
     names = set(model.state_dict())
     assert {"vision_norm.mean", "vision_norm.std", "audio_norm.mean"} <= names  # saved with the learned weights
+
+
+def test_head_captions_decode_greedily_with_the_cache(batch, tmp_path):
+    """The head's cached greedy VTG decoding equals recomputing the whole prefix at every step."""
+    tok, b = batch
+    torch.manual_seed(0)
+    model = VideoLanguageModel(model_config("cascaded", tmp_path), tok).eval()
+    with torch.no_grad():
+        vt = model.encode(b)
+        got = model.stage1.head_captions(model.backend, vt, eos_token_id=-1, pad_token_id=tok.pad_token_id,
+                                         max_new_tokens=6)
+        ids = torch.full((b["frame_mask"].shape[0], 1), tok.bos_token_id)
+        for _ in range(6):
+            out = model.backend.head(context=vt.context, text_ids=ids, mode="causal")
+            ids = torch.cat([ids, model.backend.head.lm_logits(out.text_output)[:, -1:].argmax(-1)], dim=1)
+    assert got.shape == (b["frame_mask"].shape[0], 6)
+    assert torch.equal(got, ids[:, 1:])

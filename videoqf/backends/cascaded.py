@@ -138,8 +138,8 @@ class CascadedBackend(VideoBackend):
         if position is not None and self.config.pe_position == "features":
             features = features + position
         queries = frame_queries(
-            self.frame_qformer, self.frame_qformer.encode_context(features[frame_mask]), frame_mask
-        )  # [B, T, Qf, Hf]
+            self.frame_qformer, self.frame_qformer.encode_context(features[frame_mask], reuse=False), frame_mask
+        )  # [B, T, Qf, Hf]; one pass over the frames, so the projections may fold into the queries
         if position is not None and self.config.pe_position == "queries":
             queries = queries + position
         context = self.head.encode_context(

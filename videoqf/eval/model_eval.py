@@ -6,7 +6,9 @@
   sound-swapped pairs, scored by the matching head (``videoqf.eval.synthetic.pair_accuracy``).
 - Captions (when the model has its stage-2 LLM): CIDEr and BLEU-4 against the references, and on the
   synthetic world the share of generated captions that name the right events in the right order and
-  the right sound.
+  the right sound, and the share of the events' words they get right (``event_word_acc``).
+- Head captions (every model): the head Q-Former's own greedy VTG decoding (``head_*``), the same
+  caption metrics; they say whether stage 1 grounds the caption before an LLM is involved.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from tqdm import tqdm
 
 from videoqf.eval.captions import caption_metrics
 from videoqf.eval.retrieval import retrieval_metrics, two_stage_retrieval_metrics
-from videoqf.eval.synthetic import caption_order_correct, caption_sound_correct, pair_accuracy
+from videoqf.eval.synthetic import caption_order_correct, caption_sound_correct, event_word_accuracy, pair_accuracy
+from videoqf.llm.tokenizer import special_token_ids
 from videoqf.models.collate import tokenize
 from videoqf.qformer import CrossContext
 
@@ -33,6 +36,16 @@ def concat_contexts(contexts: list[CrossContext]) -> CrossContext:
     return CrossContext(kv=kv, mask=torch.cat(masks))
 
 
+def synthetic_caption_metrics(generated: list[str], references: list[list[str]], prefix: str = "") -> dict[str, float]:
+    """CIDEr / BLEU-4 and the synthetic world's event metrics of one generated caption per clip."""
+    metrics = caption_metrics(dict(enumerate(generated)), dict(enumerate(references)))
+    firsts = [refs[0] for refs in references]
+    for name, fn in (("caption_order_acc", caption_order_correct), ("caption_sound_acc", caption_sound_correct),
+                     ("event_word_acc", event_word_accuracy)):
+        metrics[name] = sum(fn(g, r) for g, r in zip(generated, firsts)) / len(firsts)
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
 @torch.no_grad()
 def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: int = 16, pairs: dict | None = None,
                    captions: bool = False, max_new_tokens: int = 32, num_beams: int = 1,
@@ -41,12 +54,16 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
     (path, reference, generated caption)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
-    feats, contexts, record_ids, generated = [], [], [], []
+    feats, contexts, record_ids, generated, head_generated = [], [], [], [], []
+    special = special_token_ids(model.tokenizer)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         vt = model.encode(batch)
         feats.append(model.stage1.video_features(vt))
         contexts.append(vt.context)
         record_ids += [dataset.items[int(i)][0] for i in batch["index"]]
+        head_ids = model.stage1.head_captions(model.backend, vt, eos_token_id=special.eos, pad_token_id=special.pad,
+                                              max_new_tokens=max_new_tokens)
+        head_generated += model.tokenizer.batch_decode(head_ids, skip_special_tokens=True)
         if captions:
             generated += model.caption(batch, plain=vt, max_new_tokens=max_new_tokens, num_beams=num_beams)
     records = [dataset.records[r] for r in record_ids]
@@ -77,14 +94,12 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
             present = [p for p in pairs.get(kind, []) if p[0] in video_index and p[1] in video_index]
             if present:
                 metrics[f"{kind}_pair_acc"] = pair_accuracy(match, present, first_text, video_index)
-    samples = [{"path": rec.video, "reference": rec.captions[0]} for rec in records]
+    samples = [{"path": rec.video, "reference": rec.captions[0], "head": text}
+               for rec, text in zip(records, head_generated)]
+    references = [rec.captions for rec in records]
+    metrics.update(synthetic_caption_metrics(head_generated, references, prefix="head_"))
     if captions:
         for sample, text in zip(samples, generated):
             sample["generated"] = text
-        metrics.update(caption_metrics({i: g for i, g in enumerate(generated)},
-                                       {i: rec.captions for i, rec in enumerate(records)}))
-        metrics["caption_order_acc"] = sum(caption_order_correct(g, r.captions[0])
-                                           for g, r in zip(generated, records)) / len(records)
-        metrics["caption_sound_acc"] = sum(caption_sound_correct(g, r.captions[0])
-                                           for g, r in zip(generated, records)) / len(records)
+        metrics.update(synthetic_caption_metrics(generated, references))
     return metrics, samples

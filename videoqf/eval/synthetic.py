@@ -53,6 +53,23 @@ def caption_order_correct(generated: str, reference: str) -> bool:
     return parse_events(generated)[0] == parse_events(reference)[0]
 
 
+def event_word_accuracy(generated: str, reference: str) -> float:
+    """Share of the reference's event words (after each event's article) that the generated caption has
+    at the same place in the same event: graded credit where ``caption_order_correct`` is all or nothing.
+
+    "a red square moves left" against "a red circle moves left": 3 of 4. A missing event scores 0 for
+    its words; extra generated events cost nothing here (``caption_order_correct`` counts them).
+    """
+    generated_events = parse_events(generated)[0]
+    right = total = 0
+    for i, event in enumerate(parse_events(reference)[0]):
+        words = event.split()[1:]
+        said = generated_events[i].split()[1:] if i < len(generated_events) else []
+        total += len(words)
+        right += sum(a == b for a, b in zip(words, said))
+    return right / total if total else float(generated_events == [])
+
+
 def caption_sound_correct(generated: str, reference: str) -> bool:
     """Whether the generated caption names the reference's sound (or, like it, no sound)."""
     return parse_events(generated)[1] == parse_events(reference)[1]

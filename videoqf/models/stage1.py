@@ -69,6 +69,31 @@ class Stage1Objectives(nn.Module):
         logits = self.vtm.itm_head(out.query_output).mean(dim=1)
         return logits.softmax(-1)[:, 1]
 
+    @torch.no_grad()
+    def head_captions(self, backend: VideoBackend, vt: VideoTokens, *, eos_token_id: int, pad_token_id: int,
+                      max_new_tokens: int = 40) -> torch.Tensor:
+        """Greedy VTG decoding by the head alone (BLIP-2's ITG branch as a captioner): [B, <= max_new_tokens]
+        ids after BOS, ``pad_token_id`` once a row has produced ``eos_token_id``. It says how much of the
+        caption stage 1 grounds in the video before any LLM is involved."""
+        head = backend.head
+        batch = vt.tokens.shape[0]
+        ids = torch.full((batch, 1), self.bos_token_id, dtype=torch.long, device=vt.tokens.device)
+        cache, step_ids, out_ids = vt.query_cache, ids, []
+        done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            if cache is not None:  # the queries' (and earlier text's) keys/values are reused
+                out = head(text_ids=step_ids, mode="causal", past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+            else:  # an instructed head has no query cache: rerun the whole prefix
+                out = head(context=vt.context, text_ids=ids, mode="causal")
+            step_ids = head.lm_logits(out.text_output[:, -1:]).argmax(-1).masked_fill(done[:, None], pad_token_id)
+            ids = torch.cat([ids, step_ids], dim=1)
+            out_ids.append(step_ids)
+            done |= step_ids[:, 0] == eos_token_id
+            if done.all():
+                break
+        return torch.cat(out_ids, dim=1)
+
     def forward(
         self,
         backend: VideoBackend,

@@ -10,12 +10,44 @@ Boolean masks mean "may attend" (True) and broadcast to ``[B, h, S, K]``.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import einsum, rearrange
 from torch import nn
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
+
+
+class FoldedTokens(NamedTuple):
+    """Encoder tokens for a cross-attention layer whose key/value projections are folded into the queries.
+
+    tokens: [B, N, W]; key_weight / value_weight: [H, W]; value_bias: [H]. The key bias adds the same
+    number to every score of a query, so softmax cancels it and it is not needed.
+    """
+
+    tokens: torch.Tensor
+    key_weight: torch.Tensor
+    value_weight: torch.Tensor
+    value_bias: torch.Tensor
+
+
+def attend_folded(q: torch.Tensor, kv: FoldedTokens, mask: torch.Tensor | None, dropout: float) -> torch.Tensor:
+    """Attention of q [B, h, S, d] to the encoder tokens without projecting them: softmax(q W_k x^T / sqrt(d)) x,
+    then W_v. Per layer that is 2 h S W FLOPs per encoder token for the scores and as many for the values,
+    against 4 H W for projecting the token (H = h d); fewer when h S < H, as for BLIP-2's 12 heads x 32 queries
+    at width 768, and the weight gradients shrink from the N tokens to the S queries. Returns [B, S, H]."""
+    heads, dim = q.shape[1], q.shape[3]
+    width = kv.tokens.shape[-1]
+    q_in = einsum(q, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")
+    # heads x queries as the rows of one W-wide "head": SDPA then reads the tokens as keys and values, uncopied
+    tokens = kv.tokens[:, None]  # [B, 1, N, W]
+    mixed = F.scaled_dot_product_attention(q_in.flatten(1, 2)[:, None], tokens, tokens, attn_mask=mask,
+                                           dropout_p=dropout, scale=dim**-0.5)  # [B, 1, h S, W], before W_v
+    out = einsum(mixed.view(q.shape[0], heads, -1, width), kv.value_weight.view(heads, dim, width),
+                 "b h s w, h d w -> b s h d")
+    return rearrange(out, "b s h d -> b s (h d)") + kv.value_bias
 
 
 def attend(
@@ -71,7 +103,8 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Cross-attention from the query positions to precomputed encoder keys/values.
+    """Cross-attention from the query positions to precomputed encoder keys/values, or to the encoder
+    tokens themselves with the projections folded into the queries (``FoldedTokens``).
 
     The key/value projections of the encoder tokens live outside (see ``QFormer.encode_context``):
     the encoder tokens are the same for every cross-attention layer, so all layers' keys and values are
@@ -85,7 +118,8 @@ class CrossAttention(nn.Module):
         self.out = ResidualNorm(in_features=hidden_size, hidden_size=hidden_size, dropout=dropout, eps=eps)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, kv: KeyValue, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: KeyValue | FoldedTokens, mask: torch.Tensor | None) -> torch.Tensor:
         q = rearrange(self.q(x), "b s (h d) -> b h s d", h=self.num_heads)
-        y = attend(q, kv[0], kv[1], mask, self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        y = attend_folded(q, kv, mask, dropout) if isinstance(kv, FoldedTokens) else attend(q, *kv, mask, dropout)
         return self.out(y, x)
