@@ -50,7 +50,8 @@ def test_random_offsets_train_the_positions_a_prefix_pushes_captions_to(tmp_path
     train; without, only the first ones do (the others keep their init)."""
     tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tokenizer.json"))
     config = CaptionLMConfig(n_layer=1, n_embd=32, n_head=2, max_len=64, steps=20, batch_size=8, warmup_steps=2,
-                             weight_decay=0.0, random_offset=random_offset)  # no decay: untrained rows stay put
+                             weight_decay=0.0, random_offset=random_offset,  # no decay: untrained rows stay put
+                             prefix_slots=0)
     torch.manual_seed(config.seed)
     init = build_caption_lm(config, tokenizer).transformer.wpe.weight.detach().clone()
     model, _ = pretrain_caption_lm(SENTENCES, tokenizer, config, progress=False)
@@ -58,6 +59,20 @@ def test_random_offsets_train_the_positions_a_prefix_pushes_captions_to(tmp_path
     late = slice(longest, config.max_len)
     moved = (model.transformer.wpe.weight[late] - init[late]).abs().amax(dim=1) > 0
     assert moved.float().mean().item() > 0.9 if random_offset else not moved.any()
+
+
+def test_the_lm_learns_to_read_the_soft_prefix(tmp_path):
+    """With the caption encoder's prefix the LM predicts the caption far better than from nothing: it reads
+    the soft vectors (a caption-only LM ignores them). Same steps and seed; the prefix is on for every
+    example (plain_fraction=0) or for none (1)."""
+    tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tokenizer.json"))
+    final = {}
+    for plain in (0.0, 1.0):
+        config = CaptionLMConfig(n_layer=2, n_embd=32, n_head=2, max_len=48, steps=150, batch_size=8,
+                                 warmup_steps=5, prefix_slots=4, plain_fraction=plain)
+        _, losses = pretrain_caption_lm(SENTENCES, tokenizer, config, progress=False)
+        final[plain] = sum(losses[-10:]) / 10
+    assert final[0.0] < 0.5 * final[1.0], final
 
 
 def test_cli_trains_saves_and_loads_as_frozen_llm(tmp_path, capsys):

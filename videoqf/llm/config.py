@@ -69,7 +69,16 @@ class CaptionLMConfig:
     # video tokens, and positions never trained would keep their random init (a caption of ~25 tokens
     # trains only positions 0-27 otherwise).
     random_offset: bool = True
-    steps: int = 300
+    # Soft-prompt pre-training (videoqf/llm/prefix_encoder.py): each caption is decoded from this many
+    # vectors a caption encoder makes from it (0: captions alone), except a plain_fraction of them, which
+    # start from nothing. Stage 2 through the embedded default (spatiotemporal, projection trained):
+    # held-out CIDEr 1.36 -> 2.63, event word acc 0.32 -> 0.36, retrieval unchanged (2026-12-02).
+    prefix_slots: int = 12
+    plain_fraction: float = 0.2
+    # N(0, init_std) weights, not GPT-2's 0.02 (tuned for 768 wide): at 128 wide the decoder learns to read
+    # the prefix far faster (autoencoder loss after 600 steps 0.24 at 0.08 vs 0.43 at 0.02)
+    init_std: float = 0.08
+    steps: int = 600
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.01
@@ -81,3 +90,5 @@ class CaptionLMConfig:
             raise ValueError(f"CaptionLMConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.steps <= 0 or self.batch_size <= 0:
             raise ValueError("CaptionLMConfig.steps and batch_size must be positive")
+        if self.prefix_slots < 0 or not 0.0 <= self.plain_fraction <= 1.0:
+            raise ValueError("CaptionLMConfig needs prefix_slots >= 0 and plain_fraction in [0, 1]")

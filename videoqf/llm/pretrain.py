@@ -4,9 +4,12 @@ In the real setting BLIP-2 bridges to an LLM that already speaks the language; i
 world that LLM is this small transformers GPT-2 (Radford et al., 2019) trained for a few hundred
 steps on the caption text with the world's own tokenizer. Each example is [BOS] caption [EOS]
 (BOS only when the tokenizer has one), padded on the right with labels -100, and (``random_offset``)
-placed at a random starting position, as stage 2 places it after the video tokens. AdamW with linear
-warm-up and cosine decay. The result is written with `save_pretrained` (model + tokenizer) and
-loads with `LLMConfig(arch="causal", path=OUT_DIR)`.
+placed at a random starting position, as stage 2 places it after the video tokens. With
+``prefix_slots`` the caption is preceded by that many soft vectors made from it by a caption encoder
+trained alongside (``prefix_encoder.py``: a real LLM reads soft prompts, a caption-only tiny LM does
+not), except for a ``plain_fraction`` of the examples. AdamW with linear warm-up and cosine decay. The
+LM (not the encoder) is written with `save_pretrained` (model + tokenizer) and loads with
+`LLMConfig(arch="causal", path=OUT_DIR)`.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, get_cosine_schedule_with_warmup
 
 from videoqf.llm.config import CaptionLMConfig
+from videoqf.llm.prefix_encoder import CaptionPrefixEncoder
 from videoqf.llm.tokenizer import special_token_ids
 
 
@@ -66,6 +70,7 @@ def build_caption_lm(config: CaptionLMConfig, tokenizer) -> GPT2LMHeadModel:
         bos_token_id=special.bos if special.bos is not None else special.eos,
         eos_token_id=special.eos,
         pad_token_id=special.pad,
+        initializer_range=config.init_std,
     )
     return GPT2LMHeadModel(gpt2)
 
@@ -83,10 +88,14 @@ def pretrain_caption_lm(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     special = special_token_ids(tokenizer)
-    examples = encode_captions(captions, tokenizer, config.max_len)
+    slots = config.prefix_slots
+    examples = encode_captions(captions, tokenizer, config.max_len - slots)
     model = build_caption_lm(config, tokenizer)
+    encoder = (CaptionPrefixEncoder(vocab_size=len(tokenizer), max_len=config.max_len, width=config.n_embd,
+                                    heads=config.n_head, slots=slots) if slots else None)
+    params = list(model.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
     losses = []
     bar = tqdm(range(config.steps), desc="caption LM", disable=not progress)
@@ -94,15 +103,23 @@ def pretrain_caption_lm(
         batch = [examples[rng.randrange(len(examples))] for _ in range(config.batch_size)]
         ids = pad_sequence(batch, batch_first=True, padding_value=special.pad)
         mask = pad_sequence([torch.ones_like(x) for x in batch], batch_first=True)
-        starts = [rng.randrange(config.max_len - len(x) + 1) if config.random_offset else 0 for x in batch]
-        positions = torch.tensor(starts)[:, None] + torch.arange(ids.shape[1])
-        loss = model(input_ids=ids, attention_mask=mask, position_ids=positions.clamp_max(config.max_len - 1),
-                     labels=ids.masked_fill(mask == 0, -100)).loss
+        embeds, labels = model.transformer.wte(ids), ids.masked_fill(mask == 0, -100)
+        if encoder is not None:  # [prefix; caption], the prefix masked out for the plain examples
+            with_prefix = torch.tensor([rng.random() >= config.plain_fraction for _ in batch])
+            embeds = torch.cat([encoder(ids, mask.bool()), embeds], dim=1)
+            mask = torch.cat([with_prefix[:, None].long().expand(-1, slots), mask], dim=1)
+            labels = torch.cat([torch.full((len(batch), slots), -100), labels], dim=1)
+        lengths = mask.sum(1).tolist()
+        starts = [rng.randrange(config.max_len - n + 1) if config.random_offset else 0 for n in lengths]
+        # as the bridge numbers them: cumsum of the attention mask, so a masked prefix takes no position
+        positions = torch.tensor(starts)[:, None] + (mask.cumsum(1) - 1).clamp_min(0)
+        loss = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions.clamp_max(config.max_len - 1),
+                     labels=labels).loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"caption LM loss became {loss.item()} at step {len(losses)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
