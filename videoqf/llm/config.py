@@ -71,12 +71,14 @@ class CaptionLMConfig:
     random_offset: bool = True
     # Soft-prompt pre-training (videoqf/llm/prefix_encoder.py): each caption is decoded from this many
     # vectors a caption encoder makes from it (0: captions alone), except a plain_fraction of them, which
-    # start from nothing. Stage 2 through the embedded default (spatiotemporal, projection trained):
-    # held-out CIDEr 1.36 -> 2.63, event word acc 0.32 -> 0.36, retrieval unchanged (2026-12-02).
+    # start from nothing. The embedded default (cascaded, same stage 1, projection trained in stage 2),
+    # caption-only LM -> this one: held-out CIDEr 1.35 -> 2.49, event word acc 0.32 -> 0.38, caption sound
+    # acc 0.33 -> 0.42 (one run each, 2026-12-02); with the caption-only LM every clip got the same caption.
     prefix_slots: int = 12
     plain_fraction: float = 0.2
     # N(0, init_std) weights, not GPT-2's 0.02 (tuned for 768 wide): at 128 wide the decoder learns to read
-    # the prefix far faster (autoencoder loss after 600 steps 0.24 at 0.08 vs 0.43 at 0.02)
+    # the prefix far faster (a 4-slot prototype of this pre-training: loss after 600 steps 0.24 at 0.08, 0.43
+    # at 0.02)
     init_std: float = 0.08
     steps: int = 600
     batch_size: int = 32
