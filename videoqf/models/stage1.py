@@ -78,21 +78,20 @@ class Stage1Objectives(nn.Module):
         head = backend.head
         batch = vt.tokens.shape[0]
         ids = torch.full((batch, 1), self.bos_token_id, dtype=torch.long, device=vt.tokens.device)
-        cache, step_ids, out_ids = vt.query_cache, ids, []
+        cache, step_ids = vt.query_cache, ids
         done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         for _ in range(max_new_tokens):
             if cache is not None:  # the queries' (and earlier text's) keys/values are reused
                 out = head(text_ids=step_ids, mode="causal", past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
-            else:  # an instructed head has no query cache: rerun the whole prefix
+            else:  # no query cache (an instructed head, framewise, meanpool): rerun the whole prefix
                 out = head(context=vt.context, text_ids=ids, mode="causal")
             step_ids = head.lm_logits(out.text_output[:, -1:]).argmax(-1).masked_fill(done[:, None], pad_token_id)
             ids = torch.cat([ids, step_ids], dim=1)
-            out_ids.append(step_ids)
             done |= step_ids[:, 0] == eos_token_id
             if done.all():
                 break
-        return torch.cat(out_ids, dim=1)
+        return ids[:, 1:]
 
     def forward(
         self,

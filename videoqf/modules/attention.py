@@ -37,7 +37,8 @@ def attend_folded(q: torch.Tensor, kv: FoldedTokens, mask: torch.Tensor | None, 
     """Attention of q [B, h, S, d] to the encoder tokens without projecting them: softmax(q W_k x^T / sqrt(d)) x,
     then W_v. Per layer that is 2 h S W FLOPs per encoder token for the scores and as many for the values,
     against 4 H W for projecting the token (H = h d); fewer when h S < H, as for BLIP-2's 12 heads x 32 queries
-    at width 768, and the weight gradients shrink from the N tokens to the S queries. Returns [B, S, H]."""
+    at width 768. Returns [B, S, H]. (Its backward is no cheaper: SDPA also computes the tokens' key and value
+    gradients; see ``QFormer.folds_cheaper``.)"""
     heads, dim = q.shape[1], q.shape[3]
     width = kv.tokens.shape[-1]
     q_in = einsum(q, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")

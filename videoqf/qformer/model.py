@@ -207,12 +207,12 @@ class QFormer(nn.Module):
                 f"{self.config.encoder_width}"
             )
         mask = encoder_attention_mask(encoder_mask)
+        tokens = encoder_tokens.to(self.cross_kv.weight.dtype)
         if not reuse and self.folds_cheaper:
-            return CrossContext(kv=None, mask=mask, tokens=encoder_tokens.to(self.cross_kv.weight.dtype))
+            return CrossContext(kv=None, mask=mask, tokens=tokens)
         # split the last dimension (its backward is one concatenation) into [k_0, v_0, k_1, v_1, ...]
         parts = [rearrange(t, "b n (h d) -> b h n d", h=self.config.num_heads)
-                 for t in self.cross_kv(encoder_tokens.to(self.cross_kv.weight.dtype)).split(
-                     self.config.hidden_size, dim=-1)]
+                 for t in self.cross_kv(tokens).split(self.config.hidden_size, dim=-1)]
         return CrossContext(kv=list(zip(parts[0::2], parts[1::2])), mask=mask)
 
     def folded_layers(self, tokens: torch.Tensor) -> list[FoldedTokens]:
