@@ -114,32 +114,32 @@ def test_shared_context_equals_recompute(batch):
 
 def test_folded_projections_equal_projected_context(batch):
     """A single pass with the key/value projections folded into the queries computes what the projected
-    context does: outputs and every gradient (the folded path is chosen only without gradient to the
-    projections; forced here), with padded encoder tokens."""
+    context does: outputs and every gradient, the encoder tokens' included, in training (SDPA's math kernel)
+    and with padded encoder tokens."""
     enc, text, mask = batch
     enc_mask = torch.ones(2, 10, dtype=torch.bool)
     enc_mask[0, 6:] = False
     q = build(hidden_dropout=0.0, attention_dropout=0.0).train()
-    assert not q.folds_cheaper  # training the projections: no folding
-    with torch.no_grad():
-        assert q.folds_cheaper and q.encode_context(enc, reuse=False).kv is None  # 4 heads x 6 queries < 64
-        assert q.encode_context(enc).kv is not None  # a context to reuse stays projected
+    assert q.folds_cheaper and q.encode_context(enc, reuse=False).kv is None  # 4 heads x 6 queries < 64
+    assert q.encode_context(enc).kv is not None  # a context to reuse stays projected
+    assert not build(num_queries=16).folds_cheaper  # 4 heads x 16 queries = 64: projecting is cheaper
     results = []
     for fold in (False, True):
         q.zero_grad()
-        context = q.encode_context(enc, enc_mask)
-        if fold:
-            context = CrossContext(kv=None, mask=context.mask, tokens=enc)
+        tokens = enc.clone().requires_grad_()
+        context = q.encode_context(tokens, enc_mask, reuse=not fold)
+        assert (context.kv is None) == fold
         out = q(context=context, text_ids=text, text_mask=mask, mode="bidirectional")
         (out.query_output.square().mean() + out.text_output.square().mean()).backward()
-        results.append((out.query_output.detach(),
-                        {n: p.grad.clone() for n, p in q.named_parameters() if p.grad is not None}))
+        grads = {n: p.grad.clone() for n, p in q.named_parameters() if p.grad is not None}
+        results.append((out.query_output.detach(), {**grads, "encoder tokens": tokens.grad}))
     (projected, grads), (folded, folded_grads) = results
     assert torch.allclose(projected, folded, atol=1e-5)
     assert grads.keys() == folded_grads.keys()
     for name, grad in grads.items():
         assert torch.allclose(grad, folded_grads[name], atol=1e-5), name
     assert folded_grads["cross_kv.weight"].abs().sum() > 0
+    assert folded_grads["encoder tokens"][0, 6:].abs().sum() == 0  # padded tokens get no gradient
 
 
 def test_gradient_checkpointing_keeps_outputs_and_grads(batch):

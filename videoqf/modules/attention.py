@@ -10,12 +10,14 @@ Boolean masks mean "may attend" (True) and broadcast to ``[B, h, S, K]``.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
 
@@ -37,15 +39,21 @@ def attend_folded(q: torch.Tensor, kv: FoldedTokens, mask: torch.Tensor | None, 
     """Attention of q [B, h, S, d] to the encoder tokens without projecting them: softmax(q W_k x^T / sqrt(d)) x,
     then W_v. Per layer that is 2 h S W FLOPs per encoder token for the scores and as many for the values,
     against 4 H W for projecting the token (H = h d); fewer when h S < H, as for BLIP-2's 12 heads x 32 queries
-    at width 768. Returns [B, S, H]. (Its backward is no cheaper: SDPA also computes the tokens' key and value
-    gradients; see ``QFormer.folds_cheaper``.)"""
+    at width 768. Returns [B, S, H].
+
+    With gradients SDPA runs its math kernel: its backward is autograd's, which skips the tokens' key / value
+    gradients when the tokens need none (frozen encoder features); the fused CPU kernel computes them anyway.
+    """
     heads, dim = q.shape[1], q.shape[3]
     width = kv.tokens.shape[-1]
-    q_in = einsum(q, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")
+    # the softmax scale goes on the small q, not on the h S x W product
+    q_in = einsum(q * dim**-0.5, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")
     # heads x queries as the rows of one W-wide "head": SDPA then reads the tokens as keys and values, uncopied
     tokens = kv.tokens[:, None]  # [B, 1, N, W]
-    mixed = F.scaled_dot_product_attention(q_in.flatten(1, 2)[:, None], tokens, tokens, attn_mask=mask,
-                                           dropout_p=dropout, scale=dim**-0.5)  # [B, 1, h S, W], before W_v
+    trains = torch.is_grad_enabled() and q_in.requires_grad
+    with sdpa_kernel([SDPBackend.MATH]) if trains else nullcontext():
+        mixed = F.scaled_dot_product_attention(q_in.flatten(1, 2)[:, None], tokens, tokens, attn_mask=mask,
+                                               dropout_p=dropout, scale=1.0)  # [B, 1, h S, W], before W_v
     out = einsum(mixed.view(q.shape[0], heads, -1, width), kv.value_weight.view(heads, dim, width),
                  "b h s w, h d w -> b s h d")
     return rearrange(out, "b s h d -> b s (h d)") + kv.value_bias

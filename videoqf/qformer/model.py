@@ -5,14 +5,13 @@ under one of three masks (see ``masks.py``), cross-attention to the frozen encod
 query positions only (every ``cross_attention_frequency`` layers), and routed feed-forward experts
 (BLIP-2: one FFN for queries, one for text).
 
-Two things differ from LAVIS / transformers, without changing the function computed:
+Three things differ from LAVIS / transformers, without changing the function computed:
 - every cross-attention layer's key/value projection of the encoder tokens is done in one matrix
   product (``encode_context``); the result can be reused by several passes over the same video
   (contrastive, matching, generation), which BLIP-2 recomputes each time;
-- for a single pass without gradient to the projections (``encode_context(..., reuse=False)``, and a
-  direct call with ``encoder_tokens``; inference, or a frozen frame Q-Former) the projections are folded
-  into the queries instead when that is cheaper (``num_heads * num_queries < hidden_size``, e.g. BLIP-2's
-  12 x 32 < 768; see ``modules.attention.attend_folded``);
+- for a single pass (``encode_context(..., reuse=False)``, and a direct call with ``encoder_tokens``) the
+  projections are folded into the queries instead when that costs fewer FLOPs (``num_heads * num_queries
+  < hidden_size``, e.g. BLIP-2's 12 x 32 < 768; see ``modules.attention.attend_folded``), in training too;
 - self-attention uses one fused QKV projection.
 
 Notation: B batch, Q queries, L text length, N encoder tokens, W encoder width, H hidden.
@@ -187,13 +186,10 @@ class QFormer(nn.Module):
 
     @property
     def folds_cheaper(self) -> bool:
-        """Whether one forward pass costs less with the key/value projections folded into the queries.
-
-        Only without gradient to the projections: with it, SDPA's backward also computes key and value
-        gradients of the encoder tokens, which nothing needs, and a training step is no faster (BLIP-2 size,
-        batch 8, CPU fp32: 2381 ms folded vs 1979 ms for transformers'; the forward alone 1.19x faster)."""
-        trains = torch.is_grad_enabled() and self.cross_kv.weight.requires_grad
-        return not trains and self.config.num_heads * self.config.num_queries < self.config.hidden_size
+        """Whether one pass costs fewer FLOPs with the key/value projections folded into the queries:
+        h S rows of W per encoder token instead of projecting it to 2 H, forward and backward (see
+        ``videoqf.modules.attention.attend_folded``)."""
+        return self.config.num_heads * self.config.num_queries < self.config.hidden_size
 
     def encode_context(self, encoder_tokens: torch.Tensor, encoder_mask: torch.Tensor | None = None, *,
                        reuse: bool = True) -> CrossContext:
@@ -218,9 +214,11 @@ class QFormer(nn.Module):
     def folded_layers(self, tokens: torch.Tensor) -> list[FoldedTokens]:
         """Per cross-attention layer: the tokens with that layer's slices of the joint key/value projection."""
         hidden, width = self.config.hidden_size, self.config.encoder_width
-        weight = self.cross_kv.weight.view(-1, 2, hidden, width)
-        bias = self.cross_kv.bias.view(-1, 2, hidden)
-        return [FoldedTokens(tokens, w[0], w[1], b[1]) for w, b in zip(weight, bias)]
+        # one unbind into [k_0, v_0, k_1, ...]: its backward is one stack, where selecting slices in turn
+        # would zero-fill a full-size gradient per slice
+        weights = self.cross_kv.weight.view(-1, hidden, width).unbind(0)
+        biases = self.cross_kv.bias.view(-1, hidden).unbind(0)
+        return [FoldedTokens(tokens, k, v, bv) for k, v, bv in zip(weights[0::2], weights[1::2], biases[1::2])]
 
     def forward(
         self,
