@@ -3,10 +3,12 @@ import os
 import shutil
 
 import av
+import decord
 import numpy as np
 import pytest
 import torch
 
+from videoqf.data.readers import read_audio
 from videoqf.data.samplers import build_sampler
 from videoqf.data.synthetic import COLOURS, object_states
 from videoqf.data.synthetic.media import write_mp4
@@ -82,6 +84,18 @@ def test_window_selects_frames_and_audio(make_video):
     assert clip.frame_indices.tolist() == [8, 10, 12, 14]  # midpoints of 2-frame segments, rounded down
     assert clip.window == (1.0, 2.0)
     assert clip.audio.shape == (AUDIO_SAMPLE_RATE,) and clip.audio_mask.all()
+
+
+def test_audio_window_equals_decords_own_slice(make_video):
+    """read_audio cuts the window from the track decord decoded; it must equal decord's slice API."""
+    path = make_video(num_frames=32, fps=8)
+    rate = 44_100
+    reader = decord.AudioReader(path, sample_rate=-1, mono=True)
+    lo, hi = round(1.25 * rate), round(2.5 * rate)
+    reference = torch.from_numpy(reader[lo:hi].asnumpy()[0]).float()
+    window = read_audio(path, 1.25, 2.5, rate=rate)
+    assert window.shape == (hi - lo,) and reference.abs().max() > 0.1
+    assert torch.equal(window, reference)
 
 
 def test_window_past_the_end_is_clamped_with_a_warning(make_video):

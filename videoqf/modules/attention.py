@@ -46,14 +46,13 @@ def attend_folded(q: torch.Tensor, kv: FoldedTokens, mask: torch.Tensor | None, 
     """
     heads, dim = q.shape[1], q.shape[3]
     width = kv.tokens.shape[-1]
-    # the softmax scale goes on the small q, not on the h S x W product
-    q_in = einsum(q * dim**-0.5, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")
+    q_in = einsum(q, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")
     # heads x queries as the rows of one W-wide "head": SDPA then reads the tokens as keys and values, uncopied
     tokens = kv.tokens[:, None]  # [B, 1, N, W]
     trains = torch.is_grad_enabled() and q_in.requires_grad
     with sdpa_kernel([SDPBackend.MATH]) if trains else nullcontext():
         mixed = F.scaled_dot_product_attention(q_in.flatten(1, 2)[:, None], tokens, tokens, attn_mask=mask,
-                                               dropout_p=dropout, scale=1.0)  # [B, 1, h S, W], before W_v
+                                               dropout_p=dropout, scale=dim**-0.5)  # [B, 1, h S, W], before W_v
     out = einsum(mixed.view(q.shape[0], heads, -1, width), kv.value_weight.view(heads, dim, width),
                  "b h s w, h d w -> b s h d")
     return rearrange(out, "b s h d -> b s (h d)") + kv.value_bias
