@@ -51,7 +51,7 @@ class BackendProbe(nn.Module):
         return [readout(queries) for readout in self.readouts]
 
 
-def labelled(dataset, collate, batch_size: int = 64) -> tuple[dict, torch.Tensor]:
+def labelled(dataset, collate) -> tuple[dict, torch.Tensor]:
     """Every item of ``dataset`` in one batch, and its labels [items, SLOTS * len(ATTRIBUTES)]."""
     items = [dataset[i] for i in tqdm(range(len(dataset)), desc="reading features")]
     labels = torch.tensor([event_labels(dataset.records[rec].meta) for rec, _ in dataset.items])
@@ -111,6 +111,8 @@ def main(argv=None) -> str:
     optimizer = build_optimizer(probe, tcfg)
     scheduler = build_scheduler(optimizer, tcfg, args.steps)
     generator = torch.Generator().manual_seed(args.seed)
+    seen = torch.arange(min(len(train_y), len(test_y) * 2))  # the training clips scored beside the held-out ones
+    seen_batch, seen_y = take(train_batch, seen), train_y[seen]
     rows, start = [], time.time()
     bar = tqdm(range(1, args.steps + 1), desc=f"{args.variant} probe")
     for step in bar:
@@ -125,9 +127,8 @@ def main(argv=None) -> str:
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % args.eval_every == 0 or step == args.steps:
             held = accuracies(probe, test_batch, test_y)
-            seen = accuracies(probe, take(train_batch, torch.arange(min(len(train_y), len(test_y) * 2))),
-                              train_y[: len(test_y) * 2])
-            rows.append((step, held, sum(seen) / len(seen)))
+            trained = accuracies(probe, seen_batch, seen_y)
+            rows.append((step, held, sum(trained) / len(trained)))
             bar.write(f"step {step}: held-out mean {sum(held) / len(held):.3f}, training {rows[-1][2]:.3f}")
     head = " | ".join(f"{a} {k + 1}" for k in range(SLOTS) for a in ATTRIBUTES)
     lines = [f"| step | {head} | held-out mean | training mean |", "|---:|" + "---:|" * (SLOTS * len(ATTRIBUTES) + 2)]
@@ -140,8 +141,8 @@ def main(argv=None) -> str:
             f"{len(train_y)} training, {len(test_y)} held-out), trained from the cached features with a linear "
             f"read-out of its {width}-wide flattened head queries per event slot and attribute (cross-entropy), "
             f"batch {tcfg.micro_batch_size}, AdamW at peak lr {args.lr:g} with warm-up + cosine over {args.steps} "
-            f"steps, seed {args.seed}; accuracy on the held-out clips that have the slot, and the mean on up to "
-            f"{len(test_y) * 2} training clips; {time.time() - start:.0f} s of training and evaluation.\n\n"
+            f"steps, seed {args.seed}; accuracy on the held-out clips that have the slot, and the mean on "
+            f"{len(seen_y)} training clips; {time.time() - start:.0f} s of training and evaluation.\n\n"
             + "\n".join(lines))
     print(body)
     if not args.no_write:

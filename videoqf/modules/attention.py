@@ -49,8 +49,7 @@ def attend_folded(q: torch.Tensor, kv: FoldedTokens, mask: torch.Tensor | None, 
     q_in = einsum(q, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")
     # heads x queries as the rows of one W-wide "head": SDPA then reads the tokens as keys and values, uncopied
     tokens = kv.tokens[:, None]  # [B, 1, N, W]
-    trains = torch.is_grad_enabled() and q_in.requires_grad
-    with sdpa_kernel([SDPBackend.MATH]) if trains else nullcontext():
+    with sdpa_kernel([SDPBackend.MATH]) if q_in.requires_grad else nullcontext():
         mixed = F.scaled_dot_product_attention(q_in.flatten(1, 2)[:, None], tokens, tokens, attn_mask=mask,
                                                dropout_p=dropout, scale=dim**-0.5)  # [B, 1, h S, W], before W_v
     out = einsum(mixed.view(q.shape[0], heads, -1, width), kv.value_weight.view(heads, dim, width),
