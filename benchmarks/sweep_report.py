@@ -17,14 +17,14 @@ from benchmarks.sweep_run import KIT_SUFFIX, SweepResult
 # (metric key, column title) of the quality columns, in table order; the last one is training health: the
 # mean pairwise cosine similarity of the head's query outputs at the end of stage 1 (lower: less collapse).
 QUALITY = (("t2v_r1", "t2v R@1"), ("order_pair_acc", "order pair acc"), ("caption_order_acc", "caption order acc"),
-           ("sound_pair_acc", "sound pair acc"), ("caption_sound_acc", "caption sound acc"), ("cider", "CIDEr"),
+           ("lm_sound_pair_acc", "sound pair acc (LLM)"), ("caption_sound_acc", "caption sound acc"), ("cider", "CIDEr"),
            ("query_collapse", "query collapse"))
 LOWER_IS_BETTER = {"query_collapse"}
 
 # (what is compared, variant expected better, variant expected worse, metrics it should show on)
 EXPECTED = (
     ("temporal PE on vs off", "cascaded", "cascaded-nope", ("order_pair_acc", "caption_order_acc")),
-    ("audio on vs off", "cascaded", "cascaded-noaudio", ("sound_pair_acc", "caption_sound_acc")),
+    ("audio on vs off", "cascaded", "cascaded-noaudio", ("lm_sound_pair_acc", "caption_sound_acc")),
     ("FFN experts on vs off", "spatiotemporal", "spatiotemporal-noexperts", ("t2v_r1", "cider")),
 )
 

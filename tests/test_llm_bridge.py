@@ -95,6 +95,22 @@ def test_only_caption_tokens_carry_loss(arch, tokenizer):
 
 
 @pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_caption_log_likelihood_is_the_per_caption_loss(arch, tokenizer):
+    bridge = make_bridge(arch, tokenizer)
+    tokens, mask = video_batch()
+    captions = ["a red ball rolls", "two balls collide and stop"]
+    scores = bridge.caption_log_likelihood(tokens, mask, captions)
+    assert scores.shape == (2,) and (scores < 0).all()
+    for i, caption in enumerate(captions):  # alone, each is minus its mean loss times its token count
+        alone = bridge(tokens[i : i + 1], mask[i : i + 1], [caption])
+        count = (alone.labels != -100).sum()
+        torch.testing.assert_close(scores[i], -alone.loss * count, rtol=1e-5, atol=1e-5)
+    other = tokens.clone()
+    other[0, 0] += 1.0  # a real video token: the score hears it
+    assert not torch.isclose(bridge.caption_log_likelihood(other, mask, captions)[0], scores[0])
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
 def test_frozen_llm_passes_gradients_to_projector_and_backend(arch, tokenizer):
     bridge = make_bridge(arch, tokenizer)
     backend = nn.Linear(5, H)  # stands for the video backend

@@ -40,12 +40,16 @@ def trained_run(synthetic_dir, tmp_path_factory):
     return run_dir, metrics, samples
 
 
-def test_both_stages_train_save_and_report(trained_run):
+def test_both_stages_train_save_and_report(trained_run, synthetic_records):
     run_dir, metrics, samples = trained_run
     for key in ("t2v_r1", "v2t_r1", "cider", "bleu4", "caption_order_acc", "caption_sound_acc", "event_word_acc",
                 "head_cider", "head_caption_order_acc", "head_event_word_acc"):
         assert 0.0 <= metrics[key] <= 10.0, key
     assert samples and all("generated" in s and "head" in s for s in samples)
+    # the held-out pairs: order ones by the matching head, every kind by the LLM's caption likelihood
+    kinds = {r["pair"]["kind"] for r in synthetic_records["test"] if r["pair"]}
+    keys = [f"lm_{kind}_pair_acc" for kind in kinds] + (["order_pair_acc"] if "order" in kinds else [])
+    assert keys and all(0.0 <= metrics[key] <= 1.0 for key in keys), keys
     for stage in ("stage1", "stage2"):
         lines = [json.loads(line) for line in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
         assert any(line.get("kind") == "train" for line in lines), stage
@@ -76,9 +80,8 @@ def test_evaluate_tool_matches_the_run(trained_run, synthetic_dir):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     again = json.loads(out.stdout[out.stdout.index("{"):])
-    for key in ("t2v_r1", "v2t_r5", "order_pair_acc", "sound_pair_acc"):
-        if key in metrics:
-            assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+    for key in [k for k in metrics if k.endswith(("_r1", "_r5", "pair_acc"))]:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
 def test_stage2_alone_on_a_run_directory_starts_from_its_stage1(trained_run, synthetic_dir, tmp_path):

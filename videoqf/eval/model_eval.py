@@ -2,8 +2,12 @@
 
 - Retrieval (BLIP-2's protocol): contrastive similarity (max over the head's queries), then the top-k
   candidates re-scored by the matching head; text-to-video and video-to-text R@1/5/10.
-- Synthetic pairs (``pairs.json``): order accuracy on order-swapped pairs and sound accuracy on
-  sound-swapped pairs, scored by the matching head (``videoqf.eval.synthetic.pair_accuracy``).
+- Synthetic pairs (``pairs.json``, ``videoqf.eval.synthetic.pair_accuracy``): order accuracy on
+  order-swapped pairs scored by the matching head (``order_pair_acc``); with the stage-2 LLM, order and
+  sound accuracy scored by the caption's log-likelihood under it (``lm_order_pair_acc``,
+  ``lm_sound_pair_acc``). Sound pairs get no matching-head score: every backend's head cross-attends to
+  the frames only (``cascaded`` hands its audio tokens to the LLM, as Video-LLaMA does), so both clips of
+  a sound pair score exactly alike there.
 - Captions (when the model has its stage-2 LLM): CIDEr and BLEU-4 against the references, and on the
   synthetic world the share of generated captions that name the right events in the right order and
   the right sound, and the share of the events' words they get right (``event_word_acc``).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from einops import einsum
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -36,6 +41,13 @@ def concat_contexts(contexts: list[CrossContext]) -> CrossContext:
     return CrossContext(kv=kv, mask=torch.cat(masks))
 
 
+def concat_tokens(tokens: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Join per-batch tokens [B, M, H] and masks [B, M] along the batch, padding M with masked tokens."""
+    rows = [t for batch in tokens for t in batch]
+    return pad_sequence(rows, batch_first=True), pad_sequence([m for batch in masks for m in batch], batch_first=True,
+                                                            padding_value=False)
+
+
 def synthetic_caption_metrics(generated: list[str], references: list[list[str]], prefix: str = "") -> dict[str, float]:
     """CIDEr / BLEU-4 and the synthetic world's event metrics of one generated caption per clip."""
     metrics = caption_metrics(dict(enumerate(generated)), dict(enumerate(references)))
@@ -55,6 +67,7 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
     feats, contexts, record_ids, generated, head_generated = [], [], [], [], []
+    llm_tokens, llm_masks = [], []  # what the LLM reads of each clip, for the pairs' caption likelihoods
     special = special_token_ids(model.tokenizer)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         vt = model.encode(batch)
@@ -66,6 +79,9 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
         head_generated += model.tokenizer.batch_decode(head_ids, skip_special_tokens=True)
         if captions:
             generated += model.caption(batch, plain=vt, max_new_tokens=max_new_tokens, num_beams=num_beams)
+            read = model.encode_for_llm(batch, None) if model.instruction_aware else vt
+            llm_tokens.append(read.tokens)
+            llm_masks.append(read.mask)
     records = [dataset.records[r] for r in record_ids]
     texts, text_to_video = [], []
     for v, rec in enumerate(records):
@@ -90,10 +106,23 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
         for t, v in enumerate(text_to_video):
             first_text.setdefault(clip_ids[v], t)
         video_index = {cid: v for v, cid in enumerate(clip_ids)}
-        for kind in ("order", "sound"):
-            present = [p for p in pairs.get(kind, []) if p[0] in video_index and p[1] in video_index]
-            if present:
-                metrics[f"{kind}_pair_acc"] = pair_accuracy(match, present, first_text, video_index)
+        present = {kind: [p for p in pairs.get(kind, []) if p[0] in video_index and p[1] in video_index]
+                   for kind in ("order", "sound")}
+        if present["order"]:
+            metrics["order_pair_acc"] = pair_accuracy(match, present["order"], first_text, video_index)
+        if captions:
+            tokens, token_mask = concat_tokens(llm_tokens, llm_masks)
+
+            def likelihood(text_idx: torch.Tensor, video_idx: torch.Tensor) -> torch.Tensor:
+                scores = []
+                for i in range(0, len(text_idx), batch_size):
+                    v, batch_texts = video_idx[i : i + batch_size], [texts[t] for t in text_idx[i : i + batch_size]]
+                    scores.append(model.bridge.caption_log_likelihood(tokens[v], token_mask[v], batch_texts))
+                return torch.cat(scores)
+
+            for kind, kind_pairs in present.items():
+                if kind_pairs:
+                    metrics[f"lm_{kind}_pair_acc"] = pair_accuracy(likelihood, kind_pairs, first_text, video_index)
     samples = [{"path": rec.video, "reference": rec.captions[0], "head": text}
                for rec, text in zip(records, head_generated)]
     references = [rec.captions for rec in records]

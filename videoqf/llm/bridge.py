@@ -189,6 +189,23 @@ class VideoLLMBridge(nn.Module):
         instructions = prompts if self.instruction_aware else None
         return BridgeOutput(loss=out.loss, logits=out.logits, labels=labels, instructions=instructions)
 
+    @torch.no_grad()
+    def caption_log_likelihood(
+        self,
+        video_tokens: torch.Tensor,
+        video_mask: torch.Tensor | None,
+        captions: list[str],
+        prompts: list[str] | None = None,
+    ) -> torch.Tensor:
+        """[B] summed log-probability of each caption (its EOS included) given its video tokens and prompt:
+        the LLM's score of a (caption, video) pair, which hears whatever the video tokens carry, audio too."""
+        out = self(video_tokens, video_mask, captions, prompts)
+        logits, labels = out.logits, out.labels
+        if not self.llm.is_encoder_decoder:  # a decoder-only LM predicts position i + 1 at position i
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        nll = nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none")
+        return -nll.sum(1)
+
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
