@@ -13,12 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from videoqf.data.errors import VideoDecodeError  # noqa: E402
-from videoqf.recipes.checkpoint_model import caption_video, load_model  # noqa: E402
+# DeepSpeed's logger writes to the stdout it finds as it loads (transformers imports it): send it to stderr,
+# so that stdout carries the results alone and --json output can be piped.
+with redirect_stdout(sys.stderr):
+    from videoqf.data.errors import VideoDecodeError  # noqa: E402
+    from videoqf.recipes.checkpoint_model import caption_video, load_model  # noqa: E402
 
 
 def main(argv=None) -> int:
