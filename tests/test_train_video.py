@@ -84,6 +84,26 @@ def test_evaluate_tool_matches_the_run(trained_run, synthetic_dir):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
+def test_evaluate_tool_skips_an_unreadable_clip_and_counts_the_rest_once(trained_run, synthetic_dir, tmp_path):
+    """The dataset hands back the next readable clip in place of a broken one; evaluation must not count that
+    clip twice."""
+    run_dir, _, _ = trained_run
+    rows = [json.loads(line) for line in Path(f"{synthetic_dir}/test.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["video"] = f"{synthetic_dir}/{row['video']}"
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video\n")
+    rows.insert(1, {"video": str(broken), "caption": "a red square appears, in silence"})
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(run_dir), "--data", str(data),
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads(out.stdout)
+    assert metrics["clips"] == len(rows) - 1 and metrics["unreadable_skipped"] == 1, metrics
+    assert "broken.mp4" in out.stderr
+
+
 def test_stage2_alone_on_a_run_directory_starts_from_its_stage1(trained_run, synthetic_dir, tmp_path):
     """``--stage 2 --resume RUN_DIR`` after a stage-1 run trains stage 2 on what stage 1 learned: with the
     projector alone trainable, the stage-2 checkpoint's backend (and feature statistics) are stage 1's."""

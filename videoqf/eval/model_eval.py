@@ -11,6 +11,7 @@
 - Captions (when the model has its stage-2 LLM): CIDEr and BLEU-4 against the references, and on the
   synthetic world the share of generated captions that name the right events in the right order and
   the right sound, and the share of the events' words they get right (``event_word_acc``).
+- ``clips``: the held-out clips evaluated, each once; ``unreadable_skipped``: those that could not be read.
 - Head captions (every model): the head Q-Former's own greedy VTG decoding (``head_*``), the same
   caption metrics; they say whether stage 1 grounds the caption before an LLM is involved.
 """
@@ -65,11 +66,24 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
     """Metrics on ``dataset`` (one item per clip: ``caption_mode="first"``) and per-clip samples
     (path, reference, generated caption)."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
+    returned: set[int] = set()
+
+    def each_clip_once(items: list[dict]) -> dict | None:
+        """The dataset hands back the next readable item in place of an unreadable one; keep each clip once."""
+        kept = []
+        for item in items:
+            if item["index"] not in returned:
+                returned.add(item["index"])
+                kept.append(item)
+        return collate(kept) if kept else None
+
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=each_clip_once, num_workers=0)
     feats, contexts, record_ids, generated, head_generated = [], [], [], [], []
     llm_tokens, llm_masks = [], []  # what the LLM reads of each clip, for the pairs' caption likelihoods
     special = special_token_ids(model.tokenizer)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        if batch is None:
+            continue
         vt = model.encode(batch)
         feats.append(model.stage1.video_features(vt))
         contexts.append(vt.context)
@@ -98,7 +112,9 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
     def match(text_idx: torch.Tensor, video_idx: torch.Tensor) -> torch.Tensor:
         return model.stage1.matching_scores(model.backend, context.select(video_idx), ids[text_idx], mask[text_idx])
 
-    metrics = {f"vtc_{k}": v for k, v in retrieval_metrics(sim, text_to_video).items() if k.endswith("_r1")}
+    unreadable = getattr(dataset, "dataset", dataset).num_bad  # the cached dataset reads through the video one
+    metrics = {"clips": len(records), "unreadable_skipped": unreadable}
+    metrics.update({f"vtc_{k}": v for k, v in retrieval_metrics(sim, text_to_video).items() if k.endswith("_r1")})
     metrics.update(two_stage_retrieval_metrics(sim, text_to_video, match, rerank_k))
     if pairs:
         clip_ids = [rec.meta.get("id") for rec in records]
