@@ -84,13 +84,13 @@ def test_evaluate_tool_matches_the_run(trained_run, synthetic_dir):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
-def test_evaluate_tool_skips_an_unreadable_clip_and_counts_the_rest_once(trained_run, synthetic_dir, tmp_path):
-    """The dataset hands back the next readable clip in place of a broken one; evaluation must not count that
-    clip twice."""
+def test_evaluate_tool_on_plain_annotations_with_an_unreadable_clip(trained_run, synthetic_dir, tmp_path):
+    """Annotations of the ordinary kind (video, caption; no synthetic spec) with a broken file among them: the
+    dataset hands back the next readable clip in place of the broken one, and evaluation must not count that
+    clip twice; the synthetic world's caption metrics, which parse its grammar, are left out."""
     run_dir, _, _ = trained_run
     rows = [json.loads(line) for line in Path(f"{synthetic_dir}/test.jsonl").read_text().splitlines()]
-    for row in rows:
-        row["video"] = f"{synthetic_dir}/{row['video']}"
+    rows = [{"video": f"{synthetic_dir}/{row['video']}", "caption": row["caption"]} for row in rows]
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video\n")
     rows.insert(1, {"video": str(broken), "caption": "a red square appears, in silence"})
@@ -101,6 +101,8 @@ def test_evaluate_tool_skips_an_unreadable_clip_and_counts_the_rest_once(trained
     assert out.returncode == 0, out.stderr[-2000:]
     metrics = json.loads(out.stdout)
     assert metrics["clips"] == len(rows) - 1 and metrics["unreadable_skipped"] == 1, metrics
+    assert "cider" in metrics and "head_cider" in metrics
+    assert not [k for k in metrics if k.endswith(("order_acc", "sound_acc", "event_word_acc"))], metrics
     assert "broken.mp4" in out.stderr
 
 
