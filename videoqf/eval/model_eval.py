@@ -81,7 +81,7 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
 
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=each_clip_once, num_workers=0)
     feats, contexts, record_ids, generated, head_generated = [], [], [], [], []
-    llm_tokens, llm_masks = [], []  # what the LLM reads of each clip, for the pairs' caption likelihoods
+    llm_tokens, llm_masks, llm_prompts = [], [], []  # what the LLM reads of each clip (captions, pair likelihoods)
     special = special_token_ids(model.tokenizer)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if batch is None:
@@ -94,10 +94,13 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
                                               max_new_tokens=max_new_tokens)
         head_generated += model.tokenizer.batch_decode(head_ids, skip_special_tokens=True)
         if captions:
-            generated += model.caption(batch, plain=vt, max_new_tokens=max_new_tokens, num_beams=num_beams)
-            read = model.encode_for_llm(batch, None) if model.instruction_aware else vt
+            prompts = batch.get("prompt")  # as VideoLanguageModel.caption, with the clips encoded once for both uses
+            read = model.encode_for_llm(batch, prompts) if model.instruction_aware else vt
+            generated += model.bridge.generate(read.tokens, read.mask, prompts, max_new_tokens=max_new_tokens,
+                                               num_beams=num_beams)
             llm_tokens.append(read.tokens)
             llm_masks.append(read.mask)
+            llm_prompts += prompts or []  # the collate gives every batch prompts, or none
     records = [dataset.records[r] for r in record_ids]
     texts, text_to_video = [], []
     for v, rec in enumerate(records):
@@ -135,7 +138,8 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
                 scores = []
                 for i in range(0, len(text_idx), batch_size):
                     v, batch_texts = video_idx[i : i + batch_size], [texts[t] for t in text_idx[i : i + batch_size]]
-                    scores.append(model.bridge.caption_log_likelihood(tokens[v], token_mask[v], batch_texts))
+                    prompts = [llm_prompts[j] for j in v.tolist()] if llm_prompts else None  # each clip's own
+                    scores.append(model.bridge.caption_log_likelihood(tokens[v], token_mask[v], batch_texts, prompts))
                 return torch.cat(scores)
 
             for kind, kind_pairs in present.items():

@@ -149,13 +149,11 @@ class VideoLanguageModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def caption(self, batch: dict, prompts: list[str] | None = None, *, plain: VideoTokens | None = None,
-                **generate_kwargs) -> list[str]:
+    def caption(self, batch: dict, prompts: list[str] | None = None, **generate_kwargs) -> list[str]:
         """Captions from the frozen LLM for a batch of clips (stage 2). prompts: B strings, else the
-        batch's ``prompt``, else the default prompt; plain: ``encode(batch)`` when the caller has it
-        already (reused unless the model is instruction-aware)."""
+        batch's ``prompt``, else the default prompt."""
         if self.bridge is None:
             raise ValueError("captioning needs model.llm")
         prompts = prompts if prompts is not None else batch.get("prompt")
-        vt = plain if plain is not None and not self.instruction_aware else self.encode_for_llm(batch, prompts)
+        vt = self.encode_for_llm(batch, prompts)
         return self.bridge.generate(vt.tokens, vt.mask, prompts, **generate_kwargs)
