@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from videoqf.config import load_config
+from videoqf.config import load_config, to_yaml
 from videoqf.experiment import ExperimentConfig
 from videoqf.recipes.run import run_experiment
 from videoqf.train.checkpoint import resolve_checkpoint
@@ -143,3 +143,17 @@ def test_main_command_under_torchrun_makes_its_world_and_reports_once(tmp_path):
     assert 0.0 <= results["metrics"]["t2v_r1"] <= 1.0 and results["samples"]
     for stage in ("stage1", "stage2"):
         assert (runs[0] / stage / "checkpoints" / "latest").is_file()
+
+
+def test_main_command_without_held_out_clips_says_so(synthetic_dir, tmp_path):
+    """A run with ``eval.annotations=''`` has nothing to report: the tool says it was not evaluated, where it
+    used to fail on the empty metrics after training."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(to_yaml(tiny_config(synthetic_dir)))
+    tool = Path(__file__).resolve().parent.parent / "tools" / "train_video.py"
+    out = subprocess.run([sys.executable, str(tool), "--config", str(config), "--stage", "1", "--run-dir",
+                          str(tmp_path / "run"), "stages.stage1_steps=1", "eval.annotations=''"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "not evaluated (eval.annotations is empty)" in out.stdout
+    assert (tmp_path / "run" / "stage1" / "checkpoints" / "latest").is_file()

@@ -100,8 +100,11 @@ def main(argv=None) -> int:
     dist.destroy_process_group()  # a gloo group left open makes the processes abort at exit
     if rank != 0:  # rank 0 evaluated and reports
         return 0
-    print(f"\n{cfg.model.variant}: held-out metrics ({cfg.eval.annotations})\n")
-    print(format_metrics(metrics))
+    if metrics:
+        print(f"\n{cfg.model.variant}: held-out metrics ({cfg.eval.annotations})\n")
+        print(format_metrics(metrics))
+    else:
+        print(f"\n{cfg.model.variant}: not evaluated (eval.annotations is empty)")
     for sample in samples[: cfg.eval.captions_shown]:
         print(f"\n{Path(sample['path']).name}\n  reference: {sample['reference']}\n  generated: {sample.get('generated', '')}")
     print(f"\nrun directory: {run_dir}  (checkpoints in {run_dir}/stage*/checkpoints; "
