@@ -23,7 +23,9 @@ class CaptionPrefixEncoder(nn.Module):
         self.position = nn.Embedding(max_len, width)
         layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.slots = nn.Parameter(torch.randn(1, slots, width) * 0.02)
+        # N(0, 1) slot queries, each its own: at 0.02 every slot attends alike (uniformly) at the start and
+        # pools the caption into a bag of words, losing which colour goes with which shape and in what order
+        self.slots = nn.Parameter(torch.randn(1, slots, width))
         self.pool = nn.MultiheadAttention(width, heads, batch_first=True)
         self.norm = nn.LayerNorm(width)
 
