@@ -77,8 +77,8 @@ class CaptionLMConfig:
     prefix_slots: int = 12
     # How well the LM decodes held-out captions from their own prefix (the ceiling of stage 2's captions,
     # 100 held-out clips of the default world, greedy, exact caption): 0.01 with 20% plain examples, slot
-    # queries at N(0, 0.02) and 600 steps; 0.39 with no plain examples and N(0, 1) slots; 0.79 at 1000 steps
-    # (2026-12-02). Plain examples teach it that the prefix may say nothing.
+    # queries at N(0, 0.02) and 600 steps; 0.01 too with no plain examples alone; 0.39 with no plain examples
+    # and N(0, 1) slots; 0.79 at 1000 steps (one run each, 2026-12-02; scratch harness, not in benchmarks/).
     plain_fraction: float = 0.0
     # N(0, init_std) weights, not GPT-2's 0.02 (tuned for 768 wide): at 128 wide the decoder learns to read
     # the prefix far faster (a 4-slot prototype of this pre-training: loss after 600 steps 0.24 at 0.08, 0.43
