@@ -65,7 +65,9 @@ class SeededDataset(Dataset):
         with isolated_rng(cuda=False):  # no CUDA: this may run in a forked DataLoader worker
             random.seed(seed)
             np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
+            # the CPU generator only: torch.manual_seed also queues a seeding of every device backend (cuda,
+            # xpu, mtia) with a stack trace each, 0.2 ms a call against 2 us
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 
