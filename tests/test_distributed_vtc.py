@@ -4,6 +4,9 @@ Each rank's loss is the mean over its local rows, so the global loss is the mean
 The gather's backward sums over ranks, so rank r's feature gradient is world_size times the
 global-loss gradient of its slice; averaging parameter gradients over ranks (what DDP does)
 gives exactly the global-loss parameter gradient.
+
+VTM gathers the ranks' captions, each rank's padded to its own batch's longest: ``gather_texts`` pads them
+to one length first.
 """
 import os
 
@@ -11,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from videoqf.objectives.distributed import gather_cat, get_rank, get_world_size
+from videoqf.objectives.distributed import gather_cat, gather_texts, get_rank, get_world_size
 from videoqf.objectives.vtc import VideoTextContrastive
 
 WORLD, B, Q, H, D = 2, 3, 4, 8, 6
@@ -84,3 +87,29 @@ def test_two_process_vtc_equals_single_process(tmp_path):
             torch.testing.assert_close(res["params"][name], p.grad, atol=1e-5, rtol=1e-5)
         assert torch.equal(res["ids_all"], ids)
         torch.testing.assert_close(res["gathered_qo"], qo.detach())
+
+
+def texts_worker(rank, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        length = 3 + 2 * rank  # each rank pads its batch to its own longest caption
+        ids = torch.arange(B * length).view(B, length) + 1 + 100 * rank
+        mask = torch.ones(B, length, dtype=torch.bool)
+        mask[0, -1] = False
+        gathered = gather_texts(ids, mask)
+        torch.save({"ids": gathered[0], "mask": gathered[1]}, os.path.join(out_dir, f"texts{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_texts_of_different_lengths_are_gathered_right_padded_to_the_longest(tmp_path):
+    mp.spawn(texts_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    longest = 3 + 2 * (WORLD - 1)
+    for rank in range(WORLD):
+        res = torch.load(tmp_path / f"texts{rank}.pt", weights_only=True)
+        assert res["ids"].shape == res["mask"].shape == (WORLD * B, longest)
+        for r in range(WORLD):
+            length, rows = 3 + 2 * r, slice(r * B, (r + 1) * B)
+            assert torch.equal(res["ids"][rows, :length], torch.arange(B * length).view(B, length) + 1 + 100 * r)
+            assert not res["mask"][rows, length:].any() and not res["ids"][rows, length:].any()
+            assert res["mask"][rows, :length].sum() == B * length - 1

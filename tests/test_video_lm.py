@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from videoqf.config import load_config
 from videoqf.data.config import DataConfig, build_dataset
 from videoqf.data.synthetic import load_tokenizer
-from videoqf.models.collate import CaptionCollate
+from videoqf.models.collate import CaptionCollate, tokenize
 from videoqf.models.config import ModelConfig
 from videoqf.models.video_lm import VideoLanguageModel
 
@@ -132,3 +132,32 @@ def test_head_captions_decode_greedily_with_the_cache(batch, tmp_path):
             ids = torch.cat([ids, model.backend.head.lm_logits(out.text_output)[:, -1:].argmax(-1)], dim=1)
     assert got.shape == (b["frame_mask"].shape[0], 6)
     assert torch.equal(got, ids[:, 1:])
+
+
+def test_captions_are_padded_to_the_batch_longest_and_cut_at_max_len(batch):
+    tok, b = batch
+    lengths = b["text_mask"].sum(1)
+    assert b["text_ids"].shape[1] == int(lengths.max()) < 40
+    assert bool(b["text_mask"][lengths.argmax()].all())
+    ids, mask = tokenize(tok, b["caption"], 10)
+    assert ids.shape == mask.shape == (len(b["caption"]), 10) and bool(mask.all())
+
+
+def test_stage1_loss_does_not_depend_on_caption_padding_and_leaves_the_audio_branch_out(batch, tmp_path):
+    tok, b = batch
+    torch.manual_seed(0)
+    model = VideoLanguageModel(model_config("cascaded", tmp_path), tok)
+    model.set_stage(1)
+    calls = []
+    model.backend.audio_branch.register_forward_hook(lambda *args: calls.append(1))
+    pad = 9
+    padded = {**b, "text_ids": torch.cat([b["text_ids"], b["text_ids"].new_zeros(len(b["caption"]), pad)], 1),
+              "text_mask": torch.cat([b["text_mask"], b["text_mask"].new_zeros(len(b["caption"]), pad)], 1)}
+    losses = []
+    for inputs in (b, padded):
+        torch.manual_seed(1)  # the same hard negatives
+        losses.append(model(inputs)["loss"].detach())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)
+    assert calls == []
+    model.encode(b)  # the hook sees the branch where its tokens are used
+    assert calls == [1]

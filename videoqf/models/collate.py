@@ -1,6 +1,8 @@
 """Batches for the model: the clip collate plus the captions tokenized for the Q-Former's text branch.
 
-Captions are padded to ``max_len`` on every rank, so VTM can gather them across ranks with one shape.
+Captions are truncated to ``max_len`` tokens and padded to the batch's longest: the synthetic captions
+are at most 27 tokens against the default 40, and the head's text passes are most of a stage-1 step. The
+ranks' lengths may then differ; VTM pads them to one before gathering (``objectives.distributed.gather_texts``).
 
 Instruction templates (InstructBLIP; ``data.instructions``): when given, every item gets one template as
 its ``prompt`` (batch["prompt"]: list[str]), drawn by ``(seed, item index)`` so an item keeps its
@@ -41,6 +43,6 @@ class CaptionCollate:
 
 
 def tokenize(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Texts -> ids [N, L], mask [N, L] (the same layout as the training batches)."""
-    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+    """Texts -> ids [N, L], mask [N, L], L the longest text's length in tokens, at most ``max_len``."""
+    enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_len, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"].bool()

@@ -24,7 +24,7 @@ from torch import nn
 
 from videoqf.backends import VideoBackend, VideoTokens
 from videoqf.objectives.config import ObjectivesConfig
-from videoqf.objectives.distributed import gather_cat, get_rank, get_world_size
+from videoqf.objectives.distributed import gather_cat, gather_texts, get_rank, get_world_size
 from videoqf.objectives.stability import UncertaintyWeighting, query_diversity
 from videoqf.objectives.vtc import VideoTextContrastive
 from videoqf.objectives.vtg import decoder_input_ids, video_grounded_generation_loss
@@ -103,8 +103,9 @@ class Stage1Objectives(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """vt: the backend's output for B clips; text_ids / text_mask: [B, L] (padded to one length on
-        every rank); video_ids: [B] (same id = same video). Returns ``loss`` and each part."""
+        """vt: the backend's output for B clips; text_ids / text_mask: [B, L] (each rank's L may differ: VTM
+        pads them to one before gathering); video_ids: [B] (same id = same video). Returns ``loss`` and each
+        part."""
         cfg = self.config
         head = backend.head
         losses: dict[str, torch.Tensor] = {}
@@ -120,8 +121,7 @@ class Stage1Objectives(nn.Module):
                                               rank, generator=generator)
             video_idx, text_idx, labels = matching_pairs(negatives, rank)
             context_all = gather_context(vt.context)
-            ids_all = gather_cat(text_ids, with_grad=False)
-            mask_all = gather_cat(text_mask, with_grad=False)
+            ids_all, mask_all = gather_texts(text_ids, text_mask)
             out = head(context=context_all.select(video_idx), text_ids=ids_all[text_idx],
                        text_mask=mask_all[text_idx], mode="bidirectional")
             vtm = self.vtm(out.query_output, labels)

@@ -116,9 +116,10 @@ class VideoLanguageModel(nn.Module):
         if audio is not None:
             self.audio_norm.set_statistics(audio)
 
-    def encode(self, batch: dict, instructions: list[str] | None = None) -> VideoTokens:
-        """The backend's tokens; ``instructions`` (B strings) go to the head's text branch when given."""
-        audio_tokens, audio_mask = self.audio_features(batch)
+    def encode(self, batch: dict, instructions: list[str] | None = None, *, audio: bool = True) -> VideoTokens:
+        """The backend's tokens; ``instructions`` (B strings) go to the head's text branch when given;
+        ``audio=False`` leaves the audio branch out (its tokens would follow the head's)."""
+        audio_tokens, audio_mask = self.audio_features(batch) if audio else (None, None)
         text_ids = text_mask = None
         if instructions is not None:
             text_ids, text_mask = tokenize(self.tokenizer, instructions, self.config.max_text_len)
@@ -138,8 +139,8 @@ class VideoLanguageModel(nn.Module):
 
     # -- training --------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict:
-        if self.stage == 1:
-            vt = self.encode(batch)
+        if self.stage == 1:  # the losses read the head's queries alone, so the audio branch would run for nothing
+            vt = self.encode(batch, audio=False)
             out = self.stage1(self.backend, vt, batch["text_ids"], batch["text_mask"], batch["video_id"])
         else:
             vt = self.encode_for_llm(batch, batch.get("prompt"))

@@ -65,3 +65,20 @@ def gather_cat(tensor: torch.Tensor, *, with_grad: bool = True) -> torch.Tensor:
     dist.all_gather(parts, tensor.contiguous())
     parts[dist.get_rank()] = tensor
     return torch.cat(parts, dim=0)
+
+
+def gather_texts(text_ids: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's token ids / padding masks [B, L_r] -> [world_size * B, max_r L_r], in rank order.
+
+    Each rank pads its captions to its own batch's longest, so the shorter ones are padded on the right
+    (id 0, masked) to the longest before the gather; a masked position changes no unmasked output.
+    """
+    if not is_distributed():
+        return text_ids, text_mask
+    length = torch.tensor([text_ids.shape[1]], device=text_ids.device)
+    dist.all_reduce(length, op=dist.ReduceOp.MAX)
+    pad = int(length) - text_ids.shape[1]
+    if pad:
+        text_ids = torch.cat([text_ids, text_ids.new_zeros(text_ids.shape[0], pad)], dim=1)
+        text_mask = torch.cat([text_mask, text_mask.new_zeros(text_mask.shape[0], pad)], dim=1)
+    return gather_cat(text_ids, with_grad=False), gather_cat(text_mask, with_grad=False)
