@@ -84,6 +84,11 @@ class CaptionLMConfig:
     # the prefix far faster (a 4-slot prototype of this pre-training: loss after 600 steps 0.24 at 0.08, 0.43
     # at 0.02)
     init_std: float = 0.08
+    # GPT-2's dropout (0.1) and tanh-approximated GELU cost a fifth of each step: 101 vs 128 ms (mean of two
+    # 60-step runs). Without them (exact GELU, no dropout) the oracle-prefix exact-caption rate is 0.92
+    # against 0.79 (1000 steps, same harness as above, one run each, 2026-12-02).
+    dropout: float = 0.0
+    activation: str = "gelu"
     steps: int = 1000
     batch_size: int = 32
     lr: float = 3e-3  # 6e-3 fails (oracle-prefix exact 0.00 at 600 steps)

@@ -71,6 +71,10 @@ def build_caption_lm(config: CaptionLMConfig, tokenizer) -> GPT2LMHeadModel:
         eos_token_id=special.eos,
         pad_token_id=special.pad,
         initializer_range=config.init_std,
+        activation_function=config.activation,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
     )
     return GPT2LMHeadModel(gpt2)
 
