@@ -1,8 +1,9 @@
 """Batches for the model: the clip collate plus the captions tokenized for the Q-Former's text branch.
 
 Captions are truncated to ``max_len`` tokens and padded to the batch's longest: the synthetic captions
-are at most 27 tokens against the default 40, and the head's text passes are most of a stage-1 step. The
-ranks' lengths may then differ; VTM pads them to one before gathering (``objectives.distributed.gather_texts``).
+are at most 27 tokens against the default 40, and the head's text passes cost in proportion (VTM's alone
+are about a third of a stage-1 step). The ranks' lengths may then differ; VTM pads them to one before
+gathering (``objectives.distributed.gather_texts``).
 
 Instruction templates (InstructBLIP; ``data.instructions``): when given, every item gets one template as
 its ``prompt`` (batch["prompt"]: list[str]), drawn by ``(seed, item index)`` so an item keeps its

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+import torch.nn.functional as F
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -77,8 +78,5 @@ def gather_texts(text_ids: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch
         return text_ids, text_mask
     length = torch.tensor([text_ids.shape[1]], device=text_ids.device)
     dist.all_reduce(length, op=dist.ReduceOp.MAX)
-    pad = int(length) - text_ids.shape[1]
-    if pad:
-        text_ids = torch.cat([text_ids, text_ids.new_zeros(text_ids.shape[0], pad)], dim=1)
-        text_mask = torch.cat([text_mask, text_mask.new_zeros(text_mask.shape[0], pad)], dim=1)
-    return gather_cat(text_ids, with_grad=False), gather_cat(text_mask, with_grad=False)
+    pad = (0, int(length) - text_ids.shape[1])
+    return gather_cat(F.pad(text_ids, pad), with_grad=False), gather_cat(F.pad(text_mask, pad), with_grad=False)
