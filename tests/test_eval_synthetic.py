@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from videoqf.eval.synthetic import (caption_order_correct, caption_sound_correct, event_word_accuracy, pair_accuracy,
-                                   parse_events)
+from videoqf.eval.synthetic import (caption_order_correct, caption_sound_correct, event_slot_counts,
+                                    event_word_accuracy, pair_accuracy, parse_events)
 
 # clips x, y (an order-swapped pair) and u, v (a sound-swapped pair); texts and videos in other orders
 TEXT = {"x": 0, "y": 1, "u": 2, "v": 3}
@@ -111,3 +111,22 @@ def test_event_word_accuracy_gives_graded_credit_per_event():
     assert event_word_accuracy("a blue circle appears, then a red square moves left", ref) == 0.0  # swapped
     assert event_word_accuracy("a red square moves left", ref) == 4 / 7  # the second event missing
     assert event_word_accuracy("", ref) == 0.0
+
+
+def test_silence_clause_is_not_part_of_the_last_event():
+    events, sound = parse_events("a red square moves left, then a blue circle appears, in silence.")
+    assert events == ["a red square moves left", "a blue circle appears"] and sound is None
+    assert caption_order_correct("a red square moves left, then a blue circle appears, while a low hum plays",
+                                 "a red square moves left, then a blue circle appears, in silence")
+    assert caption_sound_correct("a red square moves left, in silence", "a red square moves left")
+    assert not caption_sound_correct("a red square moves left, in silence", "a red square moves left, while a low hum plays")
+
+
+def test_event_slot_counts_say_which_word_place_is_wrong():
+    ref = "a red square moves left, then a blue circle turns green, then a green triangle appears, in silence"
+    counts = event_slot_counts("a red circle moves right, then a blue circle turns green", ref)
+    # the third event is missing: its colour, shape and action count as wrong; "appears" has no detail
+    assert counts == {"colour": (2, 3), "shape": (1, 3), "action": (2, 3), "detail": (1, 2)}
+    assert event_slot_counts(ref, ref) == {"colour": (3, 3), "shape": (3, 3), "action": (3, 3), "detail": (2, 2)}
+    assert event_slot_counts("", "a red square appears") == {"colour": (0, 1), "shape": (0, 1), "action": (0, 1),
+                                                             "detail": (0, 0)}

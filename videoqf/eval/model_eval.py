@@ -10,7 +10,9 @@
   a sound pair score exactly alike there.
 - Captions (when the model has its stage-2 LLM): CIDEr and BLEU-4 against the references, and on the
   synthetic world the share of generated captions that name the right events in the right order and
-  the right sound, and the share of the events' words they get right (``event_word_acc``).
+  the right sound, the share of the events' words they get right (``event_word_acc``), and that share
+  for each word place of an event over all clips (``event_colour_acc``, ``event_shape_acc``,
+  ``event_action_acc``, ``event_detail_acc``: which of them a model has learnt).
 - ``clips``: the held-out clips evaluated, each once; ``unreadable_skipped``: those that could not be read.
 - Head captions (every model): the head Q-Former's own greedy VTG decoding (``head_*``), the same
   caption metrics; they say whether stage 1 grounds the caption before an LLM is involved.
@@ -25,7 +27,8 @@ from tqdm import tqdm
 
 from videoqf.eval.captions import caption_metrics
 from videoqf.eval.retrieval import retrieval_metrics, two_stage_retrieval_metrics
-from videoqf.eval.synthetic import caption_order_correct, caption_sound_correct, event_word_accuracy, pair_accuracy
+from videoqf.eval.synthetic import (EVENT_SLOTS, caption_order_correct, caption_sound_correct, event_slot_counts,
+                                    event_word_accuracy, pair_accuracy)
 from videoqf.llm.tokenizer import special_token_ids
 from videoqf.models.collate import tokenize
 from videoqf.qformer import CrossContext
@@ -58,6 +61,12 @@ def synthetic_caption_metrics(generated: list[str], references: list[list[str]],
     for name, fn in (("caption_order_acc", caption_order_correct), ("caption_sound_acc", caption_sound_correct),
                      ("event_word_acc", event_word_accuracy)) if synthetic else ():
         metrics[name] = sum(fn(g, r) for g, r in zip(generated, firsts)) / len(firsts)
+    if synthetic:
+        counts = [event_slot_counts(g, r) for g, r in zip(generated, firsts)]
+        for slot in EVENT_SLOTS:
+            total = sum(c[slot][1] for c in counts)
+            if total:
+                metrics[f"event_{slot}_acc"] = sum(c[slot][0] for c in counts) / total
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
 

@@ -8,12 +8,13 @@ one with random scores about 0.25. Ties count as wrong.
 
 Caption grammar of the synthetic generator (``tools/make_synthetic.py``), kept here in one place::
 
-    caption := event (", then " event)* [", while " sound " plays"] ["."]
+    caption := event (", then " event)* [", while " sound " plays" | ", in silence"] ["."]
     e.g.     "a red square moves left, then a blue circle appears, while a low hum plays"
 
-``sound`` is a noun phrase with its article ("a low hum", "a high beep", "a noise burst"); clips without
-audio have no sound clause. Parsing is tolerant: case, repeated spaces, a final period, a missing comma
-before "then"/"while" and an "and then" are accepted.
+``sound`` is a noun phrase with its article ("a low hum", "a high beep", "a noise burst"); a clip without
+audio says "in silence" (``vocab.SILENCE_PHRASE``), and no sound clause reads the same. Parsing is
+tolerant: case, repeated spaces, a final period, a missing comma before "then"/"while" and an "and then"
+are accepted.
 """
 from __future__ import annotations
 
@@ -22,18 +23,19 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from videoqf.data.synthetic.vocab import SILENCE_PHRASE
 from videoqf.eval.retrieval import ScoreFn, call_score_fn
 
 # the separators of the grammar above, loosened for generated text
 _EVENT_SEPARATOR = re.compile(r"\s*,?\s*\b(?:and\s+)?then\s+")
-_SOUND_CLAUSE = re.compile(r"\s*,?\s*\bwhile\s+(?P<sound>.+?)\s+plays$")
+_SOUND_CLAUSE = re.compile(rf"\s*,?\s*\b(?:while\s+(?P<sound>.+?)\s+plays|{re.escape(SILENCE_PHRASE)})$")
 
 def _normalize(text: str) -> str:
     return " ".join(text.lower().split()).rstrip(" .").strip()
 
 
 def parse_events(caption: str) -> tuple[list[str], str | None]:
-    """Events in order and the sound (None without a sound clause) of a synthetic caption.
+    """Events in order and the sound (None in silence or without a sound clause) of a synthetic caption.
 
     "A red square moves left, then a blue circle appears, while a low hum plays." ->
     (["a red square moves left", "a blue circle appears"], "a low hum"). Empty text -> ([], None).
@@ -42,7 +44,7 @@ def parse_events(caption: str) -> tuple[list[str], str | None]:
     sound = None
     match = _SOUND_CLAUSE.search(text)
     if match:
-        sound = match.group("sound").strip(" ,")
+        sound = match.group("sound") and match.group("sound").strip(" ,")
         text = text[: match.start()]
     events = [event.strip(" ,") for event in _EVENT_SEPARATOR.split(text)]
     return [event for event in events if event], sound
@@ -53,6 +55,14 @@ def caption_order_correct(generated: str, reference: str) -> bool:
     return parse_events(generated)[0] == parse_events(reference)[0]
 
 
+def _aligned_event_words(generated: str, reference: str) -> list[tuple[list[str], list[str]]]:
+    """(reference words, generated words) of each reference event with the generated event at its place,
+    the article left out; a missing generated event has no words."""
+    generated_events = parse_events(generated)[0]
+    return [(event.split()[1:], generated_events[i].split()[1:] if i < len(generated_events) else [])
+            for i, event in enumerate(parse_events(reference)[0])]
+
+
 def event_word_accuracy(generated: str, reference: str) -> float:
     """Share of the reference's event words (after each event's article) that the generated caption has
     at the same place in the same event: graded credit where ``caption_order_correct`` is all or nothing.
@@ -60,14 +70,31 @@ def event_word_accuracy(generated: str, reference: str) -> float:
     "a red square moves left" against "a red circle moves left": 3 of 4. A missing event scores 0 for
     its words; extra generated events cost nothing here (``caption_order_correct`` counts them).
     """
-    generated_events = parse_events(generated)[0]
-    right = total = 0
-    for i, event in enumerate(parse_events(reference)[0]):
-        words = event.split()[1:]
-        said = generated_events[i].split()[1:] if i < len(generated_events) else []
-        total += len(words)
-        right += sum(a == b for a, b in zip(words, said))
-    return right / total if total else float(generated_events == [])
+    aligned = _aligned_event_words(generated, reference)
+    total = sum(len(words) for words, _ in aligned)
+    right = sum(a == b for words, said in aligned for a, b in zip(words, said))
+    return right / total if total else float(parse_events(generated)[0] == [])
+
+
+# the word places of an event after its article: "red square moves left", "blue circle turns green"
+EVENT_SLOTS = ("colour", "shape", "action", "detail")
+
+
+def event_slot_counts(generated: str, reference: str) -> dict[str, tuple[int, int]]:
+    """Per slot of the reference's events: (words the generated caption has at that place, words), so
+    that, summed over clips, they say WHAT a model gets wrong (``event_word_accuracy`` says how much).
+
+    "detail" is the direction of "moves" or the new colour of "turns"; "appears" has none. Chance is 1/4
+    for colour, 1/3 for shape and action, 1/4 (direction) or 1/3 (new colour) for detail.
+    "a red circle moves right" against "a red square moves left": colour (1, 1), shape (0, 1), action (1, 1),
+    detail (0, 1).
+    """
+    counts = {slot: [0, 0] for slot in EVENT_SLOTS}
+    for words, said in _aligned_event_words(generated, reference):
+        for slot, word, guess in zip(EVENT_SLOTS, words, said + [None] * len(words)):
+            counts[slot][0] += word == guess
+            counts[slot][1] += 1
+    return {slot: (right, total) for slot, (right, total) in counts.items()}
 
 
 def caption_sound_correct(generated: str, reference: str) -> bool:
