@@ -119,7 +119,8 @@ def test_silence_clause_is_not_part_of_the_last_event():
     assert caption_order_correct("a red square moves left, then a blue circle appears, while a low hum plays",
                                  "a red square moves left, then a blue circle appears, in silence")
     assert caption_sound_correct("a red square moves left, in silence", "a red square moves left")
-    assert not caption_sound_correct("a red square moves left, in silence", "a red square moves left, while a low hum plays")
+    assert not caption_sound_correct("a red square moves left, in silence",
+                                     "a red square moves left, while a low hum plays")
 
 
 def test_event_slot_counts_say_which_word_place_is_wrong():

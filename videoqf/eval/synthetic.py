@@ -44,7 +44,8 @@ def parse_events(caption: str) -> tuple[list[str], str | None]:
     sound = None
     match = _SOUND_CLAUSE.search(text)
     if match:
-        sound = match.group("sound") and match.group("sound").strip(" ,")
+        if match.group("sound") is not None:  # None: the silence clause
+            sound = match.group("sound").strip(" ,")
         text = text[: match.start()]
     events = [event.strip(" ,") for event in _EVENT_SEPARATOR.split(text)]
     return [event for event in events if event], sound
