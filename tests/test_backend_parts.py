@@ -80,6 +80,8 @@ def test_position_embedding_uses_rows_then_stretches_past_its_table():
     assert torch.allclose(long[1], (pe.table[0] + pe.table[1]) / 2)
     padded = pe(torch.tensor([[True] * 7 + [False] * 3]))[0]
     assert torch.allclose(padded[:7], long)  # padding never moves the real frames
+    # unit scale, as the LayerNorm-ed query outputs it is added to (nn.Embedding's init, Video-LLaMA's)
+    assert 0.9 < TemporalPositionEmbedding(num_positions=32, dim=64).table.std().item() < 1.1
 
 
 def test_audio_branch_masks_a_missing_track_and_changes_tokens_when_present():

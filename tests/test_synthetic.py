@@ -9,7 +9,7 @@ import pytest
 from tools.make_synthetic import parse_args
 from videoqf.data.synthetic import SyntheticConfig, caption, generate, load_tokenizer, object_states, render_frames
 from videoqf.data.synthetic.scenes import describe, reorder, resound, sample_spec
-from videoqf.data.synthetic.vocab import COLOURS, SHAPES, SILENCE_PHRASE, SOUNDS
+from videoqf.data.synthetic.vocab import BACKGROUND, COLOURS, SHAPES, SILENCE_PHRASE, SOUNDS
 
 
 def _all(records):
@@ -97,6 +97,28 @@ def test_object_states_follow_the_events():
     assert tuple(frames[0, 24, 8]) == COLOURS["red"] and tuple(frames[20, 40, 40]) == COLOURS["blue"]
 
 
+def test_objects_seen_during_their_own_event_only_when_not_persistent():
+    rng = np.random.default_rng(5)
+    spec = sample_spec(rng, num_frames=24, sound=None, persistent=False)
+    assert spec["persistent"] is False and caption(reorder(spec, rng)) != caption(spec)
+    for event in spec["events"]:
+        start, stop = event["frames"]
+        first_seen = event["at"] if event["action"] == "appears" else start
+        for frame in range(24):
+            assert (event["shape"] in [o["shape"] for o in object_states(spec, frame)]) == (first_seen <= frame < stop)
+    persistent = {**spec, "persistent": True}
+    last = spec["num_frames"] - 1
+    assert len(object_states(persistent, last)) == len(spec["events"]) > len(object_states(spec, last))
+    frames = render_frames(spec, 48)
+    first = spec["events"][0]
+    x, y = (int(c * 48) for c in first["from"])
+    colour = first["new_colour"] if first["action"] == "turns" else first["colour"]
+    shown = first["frames"][1] - 1  # its last frame: where a mover has arrived, a turned object is recoloured
+    if first["action"] == "moves":
+        x, y = (int(c * 48) for c in first["to"])
+    assert tuple(frames[shown, y, x]) == COLOURS[colour] and tuple(frames[first["frames"][1], y, x]) == BACKGROUND
+
+
 def test_same_seed_same_set(tmp_path):
     cfg = SyntheticConfig(num=4, seed=11, size=32, num_frames=8, workers=1)
     generate(str(tmp_path / "a"), cfg, progress=False)
@@ -128,3 +150,5 @@ def test_cli_arguments_map_to_the_config():
     assert out == "/tmp/x" and (cfg.num, cfg.seed, cfg.size, cfg.silent_fraction, cfg.fps) == (50, 4, 64, 0.5, 8)
     with pytest.raises(ValueError, match="even"):
         parse_args(["/tmp/x", "--size", "33"])
+    assert parse_args(["/tmp/x"])[1].persistent_objects
+    assert not parse_args(["/tmp/x", "--no-persistent-objects"])[1].persistent_objects

@@ -28,10 +28,13 @@ def parse_args(argv=None) -> tuple[str, SyntheticConfig]:
         "fps": "frames per second", "num_frames": "frames per clip", "val_fraction": "share of clips in val",
         "test_fraction": "share of clips in test", "pair_fraction": "share of clips in order/sound pairs",
         "silent_fraction": "share of single clips without an audio track", "workers": "encoding processes",
+        "persistent_objects": "every object stays on screen from its appearance to the end of the clip; with "
+                              "--no-persistent-objects each object is seen during its own event only",
     }
     for field in fields(SyntheticConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)),
-                            default=getattr(defaults, field.name), help=help_text[field.name])
+        default = getattr(defaults, field.name)
+        kind = dict(action=argparse.BooleanOptionalAction) if isinstance(default, bool) else dict(type=type(default))
+        parser.add_argument(f"--{field.name.replace('_', '-')}", default=default, help=help_text[field.name], **kind)
     args = vars(parser.parse_args(argv))
     out_dir = args.pop("out_dir")
     return out_dir, SyntheticConfig(**args)

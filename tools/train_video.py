@@ -56,15 +56,19 @@ def parse_args(argv=None):
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
     ap.add_argument("--synthetic-clips", type=int, default=1000, help="size of the embedded synthetic set")
+    ap.add_argument("--persistent-objects", action=argparse.BooleanOptionalAction, default=True,
+                    help="embedded synthetic world: objects stay on screen to the end of the clip (the default), "
+                         "or with --no-persistent-objects each is seen during its own event only")
     ap.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     return ap.parse_args(argv)
 
 
-def embedded_default(model_file: Path, num_clips: int) -> tuple[list[Path], list[str]]:
+def embedded_default(model_file: Path, num_clips: int, persistent_objects: bool = True) -> tuple[list[Path], list[str]]:
     """Config files and overrides of the synthetic default with ``model_file`` on top; its data and caption
     LM are made if missing."""
-    data = prepare_synthetic(cache_root() / f"synthetic-{num_clips}", SyntheticConfig(num=num_clips, seed=0))
+    world = SyntheticConfig(num=num_clips, seed=0, persistent_objects=persistent_objects)
+    data = prepare_synthetic(cache_root() / f"synthetic-{num_clips}{'' if persistent_objects else '-own-event'}", world)
     lm_config = CaptionLMConfig()
     lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}-{config_digest(lm_config)}", lm_config)
     files = [ROOT / "configs" / "synthetic.yaml", model_file]
@@ -82,10 +86,11 @@ def main(argv=None) -> int:
             raise SystemExit("--recipe runs on the embedded synthetic world; with --config give the recipe's file")
         files, overrides = [Path(args.config)], [f"model.variant={args.variant}"] if args.variant else []
     elif args.recipe:
-        files, overrides = embedded_default(RECIPES / f"{args.recipe}.yaml", args.synthetic_clips)
+        files, overrides = embedded_default(RECIPES / f"{args.recipe}.yaml", args.synthetic_clips,
+                                            args.persistent_objects)
     else:
         files, overrides = embedded_default(ROOT / "configs" / "variants" / f"{args.variant or 'cascaded'}.yaml",
-                                            args.synthetic_clips)
+                                            args.synthetic_clips, args.persistent_objects)
     if args.stage:
         overrides.append(f"stages.stage={args.stage}")
     cfg = load_config(ExperimentConfig, files, overrides + list(args.overrides))

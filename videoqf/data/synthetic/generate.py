@@ -45,6 +45,9 @@ class SyntheticConfig:
     test_fraction: float = 0.1
     pair_fraction: float = 0.3  # share of all clips that belong to an order or sound pair
     silent_fraction: float = 0.15  # share of single clips without an audio track
+    # True: an object stays on screen from its appearance to the end, so a caption must tell which of the objects
+    # on screen acted when; False: each object is seen during its own event only (no distractors to bind past)
+    persistent_objects: bool = True
     workers: int = 2
 
     def __post_init__(self):
@@ -60,11 +63,13 @@ def _plan_groups(cfg: SyntheticConfig, rng: np.random.Generator) -> list[tuple[s
     groups = []
     for k in range(num_pairs):
         kind = ("order", "sound")[k % 2]
-        first = sample_spec(rng, num_frames=cfg.num_frames, sound=list(SOUNDS)[int(rng.integers(len(SOUNDS)))])
+        first = sample_spec(rng, num_frames=cfg.num_frames, sound=list(SOUNDS)[int(rng.integers(len(SOUNDS)))],
+                            persistent=cfg.persistent_objects)
         groups.append((kind, [first, reorder(first, rng) if kind == "order" else resound(first, rng)]))
     for _ in range(cfg.num - 2 * num_pairs):
         sound = None if rng.random() < cfg.silent_fraction else list(SOUNDS)[int(rng.integers(len(SOUNDS)))]
-        groups.append(("single", [sample_spec(rng, num_frames=cfg.num_frames, sound=sound)]))
+        groups.append(("single", [sample_spec(rng, num_frames=cfg.num_frames, sound=sound,
+                                              persistent=cfg.persistent_objects)]))
     return [groups[i] for i in rng.permutation(len(groups))]
 
 

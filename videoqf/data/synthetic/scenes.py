@@ -4,7 +4,8 @@ A spec is a plain dict (it goes into the JSONL as metadata): each event has its 
 shapes within a clip) and its own span of frames ``[start, stop)``, the spans tiling the clip in
 order. Within its span an event is visible: "appears" and "turns" happen at the span's middle frame
 (``at``), "moves" slides one grid cell linearly from the span's first to its last frame. Objects of
-"moves"/"turns" events are on screen from frame 0; an "appears" object from its ``at`` frame.
+"moves"/"turns" events are on screen from frame 0; an "appears" object from its ``at`` frame. With
+``"persistent": False`` in the spec each object is on screen during its own span only.
 Positions are fractions of the frame size on a 3x3 grid, so the spec does not depend on resolution.
 
 ``object_states(spec, i)`` says what frame ``i`` shows; the renderer draws from it and tests use it
@@ -37,8 +38,9 @@ def _retime(events: list[dict], num_frames: int) -> None:
         event["at"] = (start + stop) // 2
 
 
-def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None) -> dict:
-    """A random clip: 2-3 events with distinct shapes on distinct grid cells."""
+def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None, persistent: bool = True) -> dict:
+    """A random clip: 2-3 events with distinct shapes on distinct grid cells. ``persistent``: every object
+    stays on screen for the whole clip (from its appearance on); else each is seen during its own event only."""
     num_events = int(rng.integers(2, 4))
     shapes = rng.permutation(len(SHAPES))[:num_events]
     free = {(c, r) for c in range(GRID) for r in range(GRID)}
@@ -66,7 +68,7 @@ def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None)
         free.discard(cell)
         events.append(event)
     _retime(events, num_frames)
-    return {"num_frames": num_frames, "events": events, "sound": sound}
+    return {"num_frames": num_frames, "events": events, "sound": sound, "persistent": persistent}
 
 
 def describe(event: dict) -> str:
@@ -110,6 +112,8 @@ def object_states(spec: dict, frame: int) -> list[dict]:
     for event in spec["events"]:
         start, stop = event["frames"]
         if event["action"] == "appears" and frame < event["at"]:
+            continue
+        if not spec.get("persistent", True) and not start <= frame < stop:
             continue
         colour = event["colour"]
         if event["action"] == "turns" and frame >= event["at"]:
