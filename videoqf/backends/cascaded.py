@@ -78,7 +78,10 @@ class AudioBranch(nn.Module):
     def __init__(self, config: QFormerConfig, *, max_segments: int, out_width: int):
         super().__init__()
         self.norm = nn.LayerNorm(config.encoder_width)
-        self.segment_position = TemporalPositionEmbedding(num_positions=max_segments, dim=config.encoder_width)
+        # BERT's 0.02 here: the unit-scale frame table was measured on the video side only, and one cascaded run
+        # with it here too named the sound in 0.91 of the held-out captions against 0.99-1.00 before (2026-12-03)
+        self.segment_position = TemporalPositionEmbedding(num_positions=max_segments, dim=config.encoder_width,
+                                                          init_std=0.02)
         self.qformer = QFormer(config)
         self.proj = nn.Linear(config.hidden_size, out_width) if config.hidden_size != out_width else nn.Identity()
 
