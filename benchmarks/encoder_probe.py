@@ -29,7 +29,7 @@ from videoqf.data.synthetic.vocab import COLOURS, DIRECTIONS, SHAPES  # noqa: E4
 from videoqf.data.video import load_clip  # noqa: E402
 from videoqf.encoders.config import VisionEncoderConfig  # noqa: E402
 from videoqf.encoders.vision import FrozenVisionEncoder  # noqa: E402
-from videoqf.recipes.synthetic import cache_root, prepare_synthetic  # noqa: E402
+from videoqf.recipes.synthetic import prepare_synthetic, synthetic_dir  # noqa: E402
 
 EVENT_ACTIONS = ["appears", *(f"moves {d}" for d in DIRECTIONS), "turns"]
 ATTRIBUTES = ("colour", "shape", "action")
@@ -74,7 +74,8 @@ def main(argv=None) -> str:
     ap.add_argument("--ridge", type=float, default=0.1, help="ridge, relative to the mean kernel diagonal")
     ap.add_argument("--seed", type=int, default=0, help="frozen_init_seed of the random encoder")
     args = ap.parse_args(argv)
-    data = prepare_synthetic(cache_root() / "synthetic-1000", SyntheticConfig(num=1000, seed=0))
+    world = SyntheticConfig(num=1000, seed=0)
+    data = prepare_synthetic(synthetic_dir(world), world)
     blocks = [int(b) for b in args.blocks.split(",")]
     encoders = {}
     for block in blocks:

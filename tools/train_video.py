@@ -37,7 +37,7 @@ from videoqf.experiment import ExperimentConfig  # noqa: E402
 from videoqf.llm.config import CaptionLMConfig  # noqa: E402
 from videoqf.recipes.features import config_digest, feature_digest  # noqa: E402
 from videoqf.recipes.run import run_experiment  # noqa: E402
-from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic  # noqa: E402
+from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic, synthetic_dir  # noqa: E402
 from videoqf.train.engine import from_rank0, init_distributed  # noqa: E402
 
 RECIPES = ROOT / "configs" / "recipes"
@@ -68,9 +68,9 @@ def embedded_default(model_file: Path, num_clips: int, persistent_objects: bool 
     """Config files and overrides of the synthetic default with ``model_file`` on top; its data and caption
     LM are made if missing."""
     world = SyntheticConfig(num=num_clips, seed=0, persistent_objects=persistent_objects)
-    data = prepare_synthetic(cache_root() / f"synthetic-{num_clips}{'' if persistent_objects else '-own-event'}", world)
-    lm_config = CaptionLMConfig()
-    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{num_clips}-{config_digest(lm_config)}", lm_config)
+    data = prepare_synthetic(synthetic_dir(world), world)
+    lm_config = CaptionLMConfig()  # pre-trained on the world's captions, so named after it
+    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{data.name}-{config_digest(lm_config)}", lm_config)
     files = [ROOT / "configs" / "synthetic.yaml", model_file]
     overrides = [f"data.annotations={data / 'train.jsonl'}", f"eval.annotations={data / 'test.jsonl'}",
                  f"eval.pairs={data / 'pairs.json'}", f"model.tokenizer={data}",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from videoqf.io import file_lock
 from videoqf.data.synthetic import SyntheticConfig, generate, load_tokenizer
+from videoqf.data.synthetic.generate import WORLD_VERSION
 from videoqf.llm.config import CaptionLMConfig
 from videoqf.llm.pretrain import pretrain_caption_lm, read_captions
 
@@ -20,6 +21,12 @@ DONE = ".complete"
 def cache_root() -> Path:
     """``$VIDEOQF_CACHE``, else ``~/.cache/videoqf``."""
     return Path(os.environ.get("VIDEOQF_CACHE", Path.home() / ".cache" / "videoqf"))
+
+
+def synthetic_dir(config: SyntheticConfig) -> Path:
+    """Where the cache keeps the embedded world of ``config`` (its clip count, seed and kind of objects)."""
+    kind = "" if config.persistent_objects else "-own-event"
+    return cache_root() / f"synthetic-v{WORLD_VERSION}-{config.num}-seed{config.seed}{kind}"
 
 
 def prepare_synthetic(out_dir: Path, config: SyntheticConfig) -> Path:

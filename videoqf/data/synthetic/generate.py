@@ -25,11 +25,14 @@ from tqdm import tqdm
 
 from videoqf.data.synthetic.media import AUDIO_RATE, video_codec, write_mp4
 from videoqf.data.synthetic.render import render_audio, render_frames
-from videoqf.data.synthetic.scenes import caption, reorder, resound, sample_spec
+from videoqf.data.synthetic.scenes import caption, describe, reorder, resound, sample_spec
 from videoqf.data.synthetic.tokenizer import train_tokenizer
 from videoqf.data.synthetic.vocab import SOUNDS
 
 SPLITS = ("train", "val", "test")
+# Bumped whenever one config makes other clips than before (2: shapes drawn independently), so that caches
+# named after it (videoqf.recipes.synthetic.synthetic_dir) are never read for the new world.
+WORLD_VERSION = 2
 
 
 @dataclass
@@ -65,6 +68,8 @@ def _plan_groups(cfg: SyntheticConfig, rng: np.random.Generator) -> list[tuple[s
         kind = ("order", "sound")[k % 2]
         first = sample_spec(rng, num_frames=cfg.num_frames, sound=list(SOUNDS)[int(rng.integers(len(SOUNDS)))],
                             persistent=cfg.persistent_objects)
+        while kind == "order" and len({describe(e) for e in first["events"]}) < 2:  # no order would show
+            first = sample_spec(rng, num_frames=cfg.num_frames, sound=first["sound"], persistent=cfg.persistent_objects)
         groups.append((kind, [first, reorder(first, rng) if kind == "order" else resound(first, rng)]))
     for _ in range(cfg.num - 2 * num_pairs):
         sound = None if rng.random() < cfg.silent_fraction else list(SOUNDS)[int(rng.integers(len(SOUNDS)))]
