@@ -116,7 +116,7 @@ def test_object_states_follow_the_events():
     assert tuple(frames[0, 24, 8]) == COLOURS["red"] and tuple(frames[20, 40, 40]) == COLOURS["blue"]
 
 
-def test_objects_seen_during_their_own_event_only_when_not_persistent():
+def test_objects_seen_during_their_own_event_only_unless_persistent():
     rng = np.random.default_rng(5)
     spec = sample_spec(rng, num_frames=24, sound=None, persistent=False)
     assert spec["persistent"] is False and caption(reorder(spec, rng)) != caption(spec)
@@ -167,5 +167,5 @@ def test_cli_arguments_map_to_the_config():
     assert out == "/tmp/x" and (cfg.num, cfg.seed, cfg.size, cfg.silent_fraction, cfg.fps) == (50, 4, 64, 0.5, 8)
     with pytest.raises(ValueError, match="even"):
         parse_args(["/tmp/x", "--size", "33"])
-    assert parse_args(["/tmp/x"])[1].persistent_objects
-    assert not parse_args(["/tmp/x", "--no-persistent-objects"])[1].persistent_objects
+    assert not parse_args(["/tmp/x"])[1].persistent_objects
+    assert parse_args(["/tmp/x", "--persistent-objects"])[1].persistent_objects

@@ -28,8 +28,8 @@ def parse_args(argv=None) -> tuple[str, SyntheticConfig]:
         "fps": "frames per second", "num_frames": "frames per clip", "val_fraction": "share of clips in val",
         "test_fraction": "share of clips in test", "pair_fraction": "share of clips in order/sound pairs",
         "silent_fraction": "share of single clips without an audio track", "workers": "encoding processes",
-        "persistent_objects": "every object stays on screen from its appearance to the end of the clip; with "
-                              "--no-persistent-objects each object is seen during its own event only",
+        "persistent_objects": "every object stays on screen from its appearance to the end of the clip "
+                              "(else each is seen during its own event only)",
     }
     for field in fields(SyntheticConfig):
         default = getattr(defaults, field.name)

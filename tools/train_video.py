@@ -56,15 +56,15 @@ def parse_args(argv=None):
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
     ap.add_argument("--synthetic-clips", type=int, default=1000, help="size of the embedded synthetic set")
-    ap.add_argument("--persistent-objects", action=argparse.BooleanOptionalAction, default=True,
-                    help="embedded synthetic world: objects stay on screen to the end of the clip (the default), "
-                         "or with --no-persistent-objects each is seen during its own event only")
+    ap.add_argument("--persistent-objects", action="store_true",
+                    help="embedded synthetic world: objects stay on screen to the end of the clip, so the captions "
+                         "must also tell which object acted when (default: each is seen during its own event only)")
     ap.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     return ap.parse_args(argv)
 
 
-def embedded_default(model_file: Path, num_clips: int, persistent_objects: bool = True) -> tuple[list[Path], list[str]]:
+def embedded_default(model_file: Path, num_clips: int, persistent_objects: bool = False) -> tuple[list[Path], list[str]]:
     """Config files and overrides of the synthetic default with ``model_file`` on top; its data and caption
     LM are made if missing."""
     world = SyntheticConfig(num=num_clips, seed=0, persistent_objects=persistent_objects)

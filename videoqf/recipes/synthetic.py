@@ -25,7 +25,7 @@ def cache_root() -> Path:
 
 def synthetic_dir(config: SyntheticConfig) -> Path:
     """Where the cache keeps the embedded world of ``config`` (its clip count, seed and kind of objects)."""
-    kind = "" if config.persistent_objects else "-own-event"
+    kind = "-persistent" if config.persistent_objects else ""
     return cache_root() / f"synthetic-v{WORLD_VERSION}-{config.num}-seed{config.seed}{kind}"
 
 

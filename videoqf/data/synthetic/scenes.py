@@ -4,9 +4,10 @@ A spec is a plain dict (it goes into the JSONL as metadata): each event has its 
 cell; shapes and colours are drawn independently, so a clip may show two squares) and its own span of
 frames ``[start, stop)``, the spans tiling the clip in
 order. Within its span an event is visible: "appears" and "turns" happen at the span's middle frame
-(``at``), "moves" slides one grid cell linearly from the span's first to its last frame. Objects of
-"moves"/"turns" events are on screen from frame 0; an "appears" object from its ``at`` frame. With
-``"persistent": False`` in the spec each object is on screen during its own span only.
+(``at``), "moves" slides one grid cell linearly from the span's first to its last frame. An object is
+on screen during its own span (an "appears" object from its ``at`` frame on); with ``"persistent": True``
+(and in specs written before the key existed) it stays to the end, and "moves"/"turns" objects are on
+screen from frame 0.
 Positions are fractions of the frame size on a 3x3 grid, so the spec does not depend on resolution.
 
 ``object_states(spec, i)`` says what frame ``i`` shows; the renderer draws from it and tests use it
@@ -39,7 +40,7 @@ def _retime(events: list[dict], num_frames: int) -> None:
         event["at"] = (start + stop) // 2
 
 
-def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None, persistent: bool = True) -> dict:
+def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None, persistent: bool = False) -> dict:
     """A random clip: 2-3 events whose objects sit on distinct grid cells. ``persistent``: every object
     stays on screen for the whole clip (from its appearance on); else each is seen during its own event only.
 
