@@ -30,10 +30,10 @@ from videoqf.data.synthetic.tokenizer import train_tokenizer
 from videoqf.data.synthetic.vocab import SOUNDS
 
 SPLITS = ("train", "val", "test")
-# Bumped whenever one config makes other clips than before (2: shapes drawn independently, objects seen during
-# their own event by default), so that caches
-# named after it (videoqf.recipes.synthetic.synthetic_dir) are never read for the new world.
-WORLD_VERSION = 2
+# Bumped whenever one config makes other clips than before (2: shapes drawn independently; 3: objects seen during
+# their own event by default), so that caches named after it (videoqf.recipes.synthetic.synthetic_dir) are never
+# read for another world.
+WORLD_VERSION = 3
 
 
 @dataclass
