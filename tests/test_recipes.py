@@ -25,7 +25,7 @@ def tiny_overrides(recipe: Path, synthetic_dir: str) -> list[str]:
         "train.micro_batch_size=3", "train.progress_bar=false", "train.log_every=1",
         "stages.stage1_steps=2", "stages.stage2_steps=2",
         "model.llm.arch=causal", "model.llm.video_dim=128",
-        f"model.llm.model_config={{model_type: gpt2, n_layer: 1, n_embd: {LLM_WIDTH}, n_head: 2, vocab_size: 72, "
+        f"model.llm.model_config={{model_type: gpt2, n_layer: 1, n_embd: {LLM_WIDTH}, n_head: 2, vocab_size: 96, "
         "n_positions: 256, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
     ]
 

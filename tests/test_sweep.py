@@ -2,6 +2,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ TINY = [
     "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.log_every=1",
     "stages.stage1_steps=2", "stages.stage2_steps=1", "eval.max_new_tokens=4", "eval.rerank_k=4",
     "model.llm.arch=causal", "model.llm.video_dim=128",
-    "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 72, "
+    "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
     "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
 ]
 
@@ -35,7 +36,7 @@ def sweep(synthetic_dir, tmp_path_factory):
     return root, run, run()
 
 
-def test_cells_are_measured_trained_and_tabled(sweep, tmp_path, monkeypatch):
+def test_cells_are_measured_trained_and_tabled(sweep, synthetic_dir, tmp_path, monkeypatch):
     root, _, result = sweep
     assert result.ran == [("cascaded-noaudio", 0), ("cascaded-noaudio", 1), ("meanpool", 0), ("meanpool", 1)]
     # the audio-free variant reads its own cache (another spec); the other one the shared cache
@@ -58,9 +59,11 @@ def test_cells_are_measured_trained_and_tabled(sweep, tmp_path, monkeypatch):
     text = md.read_text()
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if re.match(r"\| (cascaded|meanpool)", line)}
     assert set(rows) == {"cascaded-noaudio", "meanpool"}
-    # the tiny held-out split has an order pair but no sound pair: that column alone is n/a
+    # a pair column is n/a exactly when the tiny held-out split has no pair of its kind
+    pairs = json.loads((Path(synthetic_dir) / "pairs.json").read_text())
     measured = [key in result.cells["meanpool"][0]["metrics"] for key, _ in QUALITY]
-    assert measured == [True, True, True, False, True, True, True]
+    assert measured == [True, bool(pairs["order"]), True, bool(pairs["sound"]), True, True, True]
+    assert not all(measured)  # the n/a path is exercised
     for line in rows.values():
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
         assert len(cells) == 8 + len(QUALITY)

@@ -23,7 +23,7 @@ def tiny_overrides(synthetic_dir) -> list[str]:
         "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.progress_bar=false", "train.log_every=1",
         "stages.stage1_steps=3", "stages.stage2_steps=2", "eval.captions_shown=2", "eval.max_new_tokens=8",
         "model.llm.arch=causal", "model.llm.video_dim=128",
-        "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 72, "
+        "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
         "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
     ]
 

@@ -19,7 +19,7 @@ def model_config(variant: str, tmp_path) -> ModelConfig:
     path = tmp_path / f"{variant}.yaml"
     path.write_text(OmegaConf.to_yaml({"model": merged.model}))
     llm = ["model.llm.arch=causal", "model.llm.video_dim=128",
-           "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 72, "
+           "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
            "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}"]
     from dataclasses import dataclass, field
 
