@@ -10,15 +10,16 @@ the numbers say about the expected effects against the seed spread) and benchmar
 (quality against backend FLOPs per clip). Finished cells are kept in --sweep-dir; a restart skips them.
 
     python benchmarks/sweep.py --quick                  # 13 variants x seeds 0,1, small budget
-    python benchmarks/sweep.py                          # full budget (400 + 300 steps, 100 held-out clips)
+    python benchmarks/sweep.py                          # full budget (configs/synthetic.yaml, 300 held-out clips)
     python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1_steps=100
 
 Expected time on 2 CPU cores (1 torch thread per run), from calibration runs of single cells on a
 loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s per cell, 15-20 min
 for 13 variants x 2 seeds, plus about 2 min the first time for each feature cache (with and without audio,
 and video-llama's head-tail frames with 8 audio segments). The caption LM (128 positions, so framewise's
-64 tokens + a caption fit) is the embedded default's. The full sweep (400 + 300 steps at batch 32, all 100
-held-out clips): about 5-6 min per cell, 2.5 h for 13 x 2.
+64 tokens + a caption fit) is the embedded default's. The full sweep took about 5-6 min per cell, 2.5 h for 13 x 2, when the
+default was 400 + 300 steps on 1,000 clips (100 held out); it is now 800 + 800 steps on 3,000 clips (300 held
+out, 2026-12-03), not yet timed as a sweep (one cascaded run of it: 389 s from an empty cache).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def parse_args(argv=None):
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="stage steps and eval size")
     ap.add_argument("--quick", action="store_true", help="same as --budget quick")
     ap.add_argument("--sweep-dir", default="runs/sweep", help="where cells are saved and resumed from")
-    ap.add_argument("--synthetic-clips", type=int, default=1000, help="size of the embedded synthetic set")
+    ap.add_argument("--synthetic-clips", type=int, default=3000, help="size of the embedded synthetic set")
     ap.add_argument("--repeats", type=int, default=5, help="timed train steps per variant")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every cell")

@@ -182,3 +182,22 @@ def test_projector_kinds():
     assert isinstance(mlp.net[1], nn.GELU) and mlp.net[0].out_features == 10
     with pytest.raises(ValueError, match="kind"):
         Projector(4, 6, kind="conv")
+
+
+def test_flatten_projector_mixes_every_token_and_ignores_masked_ones():
+    proj = Projector(4, 6, kind="flatten", num_tokens=3)
+    tokens = torch.randn(2, 3, 4, requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    out = proj(tokens, mask)
+    assert out.shape == (2, 3, 6) and proj.mixes_tokens
+    out[:, 0].sum().backward()  # the first LLM token reads every real video token, and no masked one
+    reads = tokens.grad.abs().sum(-1) > 0
+    assert torch.equal(reads, mask)
+    garbage = tokens.detach().clone()
+    garbage[0, 2] = 1e4
+    assert torch.allclose(proj(garbage, mask), out.detach())
+    with pytest.raises(ValueError, match="built for 3 video tokens, got 4"):
+        proj(torch.randn(2, 4, 4))
+    with pytest.raises(ValueError, match="number of video tokens"):
+        Projector(4, 6, kind="flatten")
+    assert not Projector(4, 6).mixes_tokens

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from videoqf.config import load_config, to_yaml
@@ -40,8 +41,11 @@ def trained_run(synthetic_dir, tmp_path_factory):
     return run_dir, metrics, samples
 
 
-def test_both_stages_train_save_and_report(trained_run, synthetic_records):
+def test_both_stages_train_save_and_report(trained_run, synthetic_records, synthetic_dir):
     run_dir, metrics, samples = trained_run
+    cfg = tiny_config(synthetic_dir)
+    decay = {"stage1": cfg.train.weight_decay, "stage2": cfg.stages.stage2_weight_decay}  # each stage's own
+    assert decay["stage1"] != decay["stage2"]
     for key in ("t2v_r1", "v2t_r1", "cider", "bleu4", "caption_order_acc", "caption_sound_acc", "event_word_acc",
                 "head_cider", "head_caption_order_acc", "head_event_word_acc", "event_colour_acc", "event_shape_acc",
                 "event_action_acc", "head_event_detail_acc"):
@@ -58,6 +62,7 @@ def test_both_stages_train_save_and_report(trained_run, synthetic_records):
         ckpt = run_dir / stage / "checkpoints" / latest
         assert (ckpt / "experiment.yaml").is_file() and (ckpt / "learned" / "model.safetensors").is_file()
         assert (ckpt / "tokenizer").is_dir()
+        assert OmegaConf.load(ckpt / "train_config.yaml").weight_decay == pytest.approx(decay[stage])
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["metrics"] == pytest.approx(metrics)
 

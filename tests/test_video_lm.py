@@ -161,3 +161,27 @@ def test_stage1_loss_does_not_depend_on_caption_padding_and_leaves_the_audio_bra
     assert calls == []
     model.encode(b)  # the hook sees the branch where its tokens are used
     assert calls == [1]
+
+
+def test_flatten_projector_takes_the_backends_token_count_and_keeps_every_llm_token(batch, tmp_path):
+    tok, b = batch
+    cfg = model_config("cascaded", tmp_path)
+    cfg.llm.projector.kind = "flatten"
+    model = VideoLanguageModel(cfg, tok)
+    count = model.backend.num_output_tokens(4, audio=cfg.use_audio)
+    assert model.bridge.projector.num_tokens == count
+    model.set_stage(2)
+    out = model(b)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.bridge.projector.net.weight.grad.abs().sum() > 0
+    vt = model.encode(b)
+    token_mask = vt.mask.clone()
+    token_mask[0, -1] = False  # as a silent clip's audio slot: each LLM token mixes the real ones, none is dropped
+    embeds, mask, _ = model.bridge._assemble(vt.tokens, token_mask, [[1]] * len(b["caption"]), None,
+                                             padding_side="right")
+    assert embeds.shape[1] == count + 1 and bool(mask.all())
+
+    framewise = model_config("framewise", tmp_path)
+    framewise.llm.projector.kind = "flatten"
+    with pytest.raises(ValueError, match="fixed number of video tokens"):
+        VideoLanguageModel(framewise, tok)

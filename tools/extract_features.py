@@ -44,7 +44,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     files = [Path(args.config)] + ([ROOT / "configs" / "variants" / f"{args.variant}.yaml"] if args.variant else [])
-    cfg = load_config(ExperimentConfig, files, args.overrides)
+    # the frozen encoders alone make features: no LLM is built, and a variant file may name the projector of an LLM
+    # whose path only the embedded default (tools/train_video.py) fills in
+    cfg = load_config(ExperimentConfig, files, ["model.llm=null", *args.overrides])
     vision, audio = build_frozen_encoders(cfg.model)
     _, (stats,) = ensure_features(cfg.data, [cfg.data.annotations], vision, audio, out_dir=args.out,
                                   batch_size=args.batch_size, shard_size=args.shard_size,

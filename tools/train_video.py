@@ -55,7 +55,7 @@ def parse_args(argv=None):
     ap.add_argument("--stage", choices=["1", "2", "both"], help="stages to run (default: the config's, 'both')")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
-    ap.add_argument("--synthetic-clips", type=int, default=1000, help="size of the embedded synthetic set")
+    ap.add_argument("--synthetic-clips", type=int, default=3000, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
                     help="embedded synthetic world: objects stay on screen to the end of the clip, so the captions "
                          "must also tell which object acted when (default: each is seen during its own event only)")
@@ -111,7 +111,11 @@ def main(argv=None) -> int:
     else:
         print(f"\n{cfg.model.variant}: not evaluated (eval.annotations is empty)")
     for sample in samples[: cfg.eval.captions_shown]:
-        print(f"\n{Path(sample['path']).name}\n  reference: {sample['reference']}\n  generated: {sample.get('generated', '')}")
+        lines = [f"\n{Path(sample['path']).name}", f"  reference: {sample['reference']}"]
+        if "generated" in sample:  # the LLM's caption: only a run that trained stage 2 has one
+            lines.append(f"  generated: {sample['generated']}")
+        lines.append(f"  head:      {sample['head']}  (the head Q-Former's own VTG decoding)")
+        print("\n".join(lines))
     print(f"\nrun directory: {run_dir}  (checkpoints in {run_dir}/stage*/checkpoints; "
           f"caption with: python tools/caption.py VIDEO --checkpoint {run_dir})")
     print(f"wall time: {time.time() - start:.0f} s")

@@ -33,6 +33,8 @@ class EvalConfig:
 class StagesConfig:
     """Which stages run (``stage``: "1", "2" or "both") and the optimizer steps and learning rate of each.
 
+    stage1_weight_decay / stage2_weight_decay: AdamW's decay in that stage (None: ``train.weight_decay``).
+
     stage1_trainable / stage2_trainable: ``train.trainable`` glob patterns for that stage only (empty:
     ``train.trainable``), e.g. MiniGPT-4 trains the backend in stage 1 and only ``bridge.projector.*``
     in stage 2. They narrow what the stage leaves trainable (``VideoLanguageModel.set_stage``).
@@ -43,6 +45,8 @@ class StagesConfig:
     stage1_lr: float = 1e-4
     stage2_steps: int = 300
     stage2_lr: float = 1e-4
+    stage1_weight_decay: float | None = None
+    stage2_weight_decay: float | None = None
     stage1_trainable: list[str] = field(default_factory=list)
     stage2_trainable: list[str] = field(default_factory=list)
 

@@ -79,15 +79,16 @@ class VideoLLMBridge(nn.Module):
             raise ValueError("encoder-decoder LLM config has no decoder_start_token_id")
 
     @classmethod
-    def from_config(cls, config: LLMConfig, *, tokenizer=None) -> "VideoLLMBridge":
-        """tokenizer: an already loaded tokenizer, else read from config.tokenizer_path or config.path."""
+    def from_config(cls, config: LLMConfig, *, tokenizer=None, num_tokens: int | None = None) -> "VideoLLMBridge":
+        """tokenizer: an already loaded tokenizer, else read from config.tokenizer_path or config.path.
+        num_tokens: how many video tokens the backend hands over (the "flatten" projector needs it)."""
         if tokenizer is None:
             source = config.tokenizer_path or config.path
             if source is None:
                 raise ValueError("LLMConfig built from model_config needs tokenizer_path (or pass tokenizer=)")
             tokenizer = load_tokenizer(source)
         llm = FrozenLLM.from_config(config)
-        projector = Projector.from_config(config.video_dim, llm.embed_dim, config.projector)
+        projector = Projector.from_config(config.video_dim, llm.embed_dim, config.projector, num_tokens=num_tokens)
         return cls(
             projector=projector,
             llm=llm,
@@ -136,8 +137,8 @@ class VideoLLMBridge(nn.Module):
         """[valid video tokens; text] per sample, padded. Returns inputs_embeds [B, L, E],
         attention_mask [B, L] long and labels [B, L] (-100 off the text labels) or None."""
         device = video_tokens.device
-        video = self.projector(video_tokens).to(self.llm.dtype)
-        if video_mask is None:
+        video = self.projector(video_tokens, video_mask).to(self.llm.dtype)
+        if video_mask is None or self.projector.mixes_tokens:
             video_mask = torch.ones(video.shape[:2], dtype=torch.bool, device=device)
         seqs, labels = [], []
         for i, ids in enumerate(text_ids):

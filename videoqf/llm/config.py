@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ARCHS = ("causal", "seq2seq")
-PROJECTOR_KINDS = ("linear", "mlp")
+PROJECTOR_KINDS = ("linear", "mlp", "flatten")
 
 
 @dataclass
 class ProjectorConfig:
-    """kind: "linear" (BLIP-2's single Linear) or "mlp" (Linear-GELU-Linear, as LLaVA-1.5).
+    """kind: "linear" (BLIP-2's single Linear), "mlp" (Linear-GELU-Linear, as LLaVA-1.5) or "flatten" (one
+    Linear from all M video tokens at once to M LLM tokens, so each LLM token may draw on every query; needs a
+    backend that hands the LLM a fixed number of tokens).
     hidden_dim: width of the MLP's middle layer; None means the LLM's embedding width."""
 
     kind: str = "linear"

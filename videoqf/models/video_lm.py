@@ -43,7 +43,7 @@ class VideoLanguageModel(nn.Module):
             raise ValueError("the tokenizer has no BOS token, which VTG decodes from")
         self.stage1 = Stage1Objectives(self.backend.hidden_size, config.objectives,
                                        bos_token_id=tokenizer.bos_token_id)
-        self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer)
+        self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer, num_tokens=self._fixed_token_count())
                        if config.llm is not None else None)
         self.vision_norm = self.audio_norm = None
         if config.standardize_features:
@@ -52,6 +52,16 @@ class VideoLanguageModel(nn.Module):
             self.vision_norm = TokenStandardizer(self.vision.num_tokens, self.vision.output_dim)
             if self.audio is not None:
                 self.audio_norm = TokenStandardizer(self.audio.num_tokens, self.audio.output_dim)
+
+    def _fixed_token_count(self) -> int | None:
+        """How many tokens the backend hands the LLM, for a projector that needs it (else None)."""
+        if self.config.llm.projector.kind != "flatten":
+            return None
+        counts = {self.backend.num_output_tokens(n, audio=self.config.use_audio) for n in (1, 2)}
+        if len(counts) > 1:
+            raise ValueError(f"model.llm.projector.kind='flatten' needs a fixed number of video tokens, but the "
+                             f"{self.config.variant!r} backend hands the LLM a number that grows with the frames")
+        return counts.pop()
 
     def set_stage(self, stage: int) -> None:
         """Select the objective and what is trainable: stage 1 trains the backend and the stage-1 heads,

@@ -128,13 +128,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     for stage in cfg.stages.selected:
         steps = cfg.stages.stage1_steps if stage == 1 else cfg.stages.stage2_steps
         lr = cfg.stages.stage1_lr if stage == 1 else cfg.stages.stage2_lr
+        decay = cfg.stages.stage1_weight_decay if stage == 1 else cfg.stages.stage2_weight_decay
         stage_dir = run_dir / f"stage{stage}"
         previous = latest_complete(stage_dir) if resume else None
         if previous is not None:
             load_learned(model, previous / "learned")
         model.set_stage(stage)
         trainable = (cfg.stages.stage1_trainable if stage == 1 else cfg.stages.stage2_trainable) or cfg.train.trainable
-        tcfg = replace(cfg.train, max_steps=steps, lr=lr, output_dir=str(stage_dir), trainable=list(trainable))
+        tcfg = replace(cfg.train, max_steps=steps, lr=lr, output_dir=str(stage_dir), trainable=list(trainable),
+                       weight_decay=cfg.train.weight_decay if decay is None else decay)
         eval_fn = None
         if held_out is not None and cfg.train.eval_every > 0:  # periodic evaluation inside the trainer
             evaluate = evaluation(cfg, held_out, collate, captions=stage == 2)
