@@ -18,8 +18,9 @@ loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-
 for 13 variants x 2 seeds, plus about 2 min the first time for each feature cache (with and without audio,
 and video-llama's head-tail frames with 8 audio segments). The caption LM (128 positions, so framewise's
 64 tokens + a caption fit) is the embedded default's. The full sweep took about 5-6 min per cell, 2.5 h for 13 x 2, when the
-default was 400 + 300 steps on 1,000 clips (100 held out); it is now 800 + 800 steps on 3,000 clips (300 held
-out, 2026-12-03), not yet timed as a sweep (one cascaded run of it: 389 s from an empty cache).
+default was 400 + 300 steps on 1,000 clips (100 held out). It is now configs/synthetic.yaml's steps on 3,000
+clips (300 held out, 2026-12-03), not yet timed as a sweep: one run of the default took 334-380 s (cascaded)
+and 371 s (spatiotemporal) with the cache made.
 """
 from __future__ import annotations
 
