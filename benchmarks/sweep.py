@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.sweep_report import write_report  # noqa: E402
 from benchmarks.sweep_run import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
-from tools.train_video import embedded_default  # noqa: E402
+from tools.train_video import EMBEDDED_CLIPS, embedded_default  # noqa: E402
 
 def sweep_setup(model_file: str, *, num_clips: int) -> tuple[list[Path], list[str]]:
     """The embedded default under ``configs/<model_file>`` (synthetic set and caption LM made once in the cache)."""
@@ -48,7 +48,7 @@ def parse_args(argv=None):
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="stage steps and eval size")
     ap.add_argument("--quick", action="store_true", help="same as --budget quick")
     ap.add_argument("--sweep-dir", default="runs/sweep", help="where cells are saved and resumed from")
-    ap.add_argument("--synthetic-clips", type=int, default=3000, help="size of the embedded synthetic set")
+    ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--repeats", type=int, default=5, help="timed train steps per variant")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every cell")

@@ -41,6 +41,7 @@ from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_sy
 from videoqf.train.engine import from_rank0, init_distributed  # noqa: E402
 
 RECIPES = ROOT / "configs" / "recipes"
+EMBEDDED_CLIPS = 3000  # size of the embedded synthetic world (a tenth held out), also the sweep's
 
 
 def parse_args(argv=None):
@@ -55,7 +56,7 @@ def parse_args(argv=None):
     ap.add_argument("--stage", choices=["1", "2", "both"], help="stages to run (default: the config's, 'both')")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
-    ap.add_argument("--synthetic-clips", type=int, default=3000, help="size of the embedded synthetic set")
+    ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
                     help="embedded synthetic world: objects stay on screen to the end of the clip, so the captions "
                          "must also tell which object acted when (default: each is seen during its own event only)")
