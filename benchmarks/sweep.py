@@ -1,4 +1,4 @@
-"""All video backends side by side: cost and quality on the same data, seeds and budget.
+"""All video backends side by side: cost and quality on the same data and seeds, each at its default's budget.
 
 Every variant (cascaded, cascaded without audio / without temporal PE, spatiotemporal with and without
 FFN experts, meanpool; the recipes that make sense on video: video-llama, video-qformer, framewise
@@ -18,9 +18,10 @@ loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-
 for 13 variants x 2 seeds, plus about 2 min the first time for each feature cache (with and without audio,
 and video-llama's head-tail frames with 8 audio segments). The caption LM (128 positions, so framewise's
 64 tokens + a caption fit) is the embedded default's. The full sweep took about 5-6 min per cell, 2.5 h for 13 x 2, when the
-default was 400 + 300 steps on 1,000 clips (100 held out). It is now configs/synthetic.yaml's steps on 3,000
-clips (300 held out, 2026-12-03), not yet timed as a sweep: one run of the default took 334-380 s (cascaded)
-and 371 s (spatiotemporal) with the cache made.
+default was 400 + 300 steps on 1,000 clips (100 held out). The full budget is now each variant's embedded
+default on 3,000 clips (300 held out): configs/synthetic.yaml's steps, except that configs/variants/cascaded.yaml
+(and so the three cascaded columns) trains 1,500 stage-1 steps against 1,200, a little less stage-1 time on this
+machine (2026-12-03). It is not yet timed as a sweep; benchmarks/RESULTS.md times one run of each default.
 """
 from __future__ import annotations
 

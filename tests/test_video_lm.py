@@ -76,6 +76,7 @@ def test_the_instruction_changes_the_video_tokens_only_when_instruction_aware(aw
     tok, b = batch
     cfg = model_config("spatiotemporal", tmp_path)
     cfg.llm.instruction_aware = aware
+    cfg.llm.own_head = False  # the plain head's tokens, bit for bit (a copy reads them through folded projections)
     torch.manual_seed(0)
     model = VideoLanguageModel(cfg, tok).eval()
     model.set_stage(2)
@@ -184,4 +185,43 @@ def test_flatten_projector_takes_the_backends_token_count_and_keeps_every_llm_to
     framewise = model_config("framewise", tmp_path)
     framewise.llm.projector.kind = "flatten"
     with pytest.raises(ValueError, match="fixed number of video tokens"):
+        VideoLanguageModel(framewise, tok)
+
+
+def test_own_head_is_what_the_llm_reads_and_stage_2_leaves_the_retrieval_head_alone(batch, tmp_path):
+    tok, b = batch
+    cfg = model_config("cascaded", tmp_path)
+    cfg.llm.own_head = True
+    torch.manual_seed(0)
+    model = VideoLanguageModel(cfg, tok).eval()
+    model.copy_head_for_llm()
+    vt = model.encode(b)
+    torch.testing.assert_close(model.encode_for_llm(b, None, encoded=vt).tokens, vt.tokens)  # a fresh copy
+
+    with torch.no_grad():
+        for p in model.llm_head.layers[-1].parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    head = vt.head_queries
+    for read in (model.encode_for_llm(b, None, encoded=vt), model.encode_for_llm(b, None)):
+        assert (read.tokens[:, :head] - vt.tokens[:, :head]).abs().max() > 1e-3
+        torch.testing.assert_close(read.tokens[:, head:], vt.tokens[:, head:])  # the audio tokens
+    torch.testing.assert_close(model.encode(b).tokens, vt.tokens)
+
+    model.train().set_stage(2)
+    model(b)["loss"].backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("llm_head.layers.") for n in grads)
+    assert not any(n.startswith("backend.head.") for n in grads)
+    model.set_stage(1)
+    assert not any(p.requires_grad for p in model.llm_head.parameters())
+
+    cfg.llm.instruction_aware = True  # the copy's text branch reads the instruction, as the head's would
+    aware = VideoLanguageModel(cfg, tok).eval()
+    with torch.no_grad():
+        first, other = (aware.encode_for_llm(b, [p] * 4).tokens for p in ("a video of", "what happens first"))
+    assert (first - other).abs().amax() > 1e-3
+
+    framewise = model_config("framewise", tmp_path)
+    framewise.llm.own_head = True
+    with pytest.raises(ValueError, match="not one pass of its head"):
         VideoLanguageModel(framewise, tok)

@@ -117,6 +117,9 @@ class VideoBackend(nn.Module):
     """
 
     head: QFormer
+    # Whether the first ``head_queries`` tokens are the head's query pass over ``VideoTokens.context``, so that
+    # a copy of the head (``model.llm.own_head``) can stand in for it.
+    tokens_are_head_pass: bool = True
 
     def __init__(self, *, vision_width: int, layer_norm_eps: float = 1e-5):
         super().__init__()

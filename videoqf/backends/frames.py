@@ -83,6 +83,8 @@ class FrameQFormerConfig:
 class FrameHeadBackend(VideoBackend):
     """A backend whose head is the frame Q-Former; subclasses turn the per-frame queries into tokens."""
 
+    tokens_are_head_pass = False
+
     def __init__(self, config: FrameQFormerConfig):
         super().__init__(vision_width=config.qformer.encoder_width)
         self.config = config

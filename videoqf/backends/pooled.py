@@ -58,6 +58,8 @@ class PooledConfig:
 
 
 class PooledBackend(VideoBackend):
+    tokens_are_head_pass = False
+
     def __init__(self, config: PooledConfig):
         super().__init__(vision_width=config.vision_width)
         self.config = config

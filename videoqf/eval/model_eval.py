@@ -104,7 +104,7 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
         head_generated += model.tokenizer.batch_decode(head_ids, skip_special_tokens=True)
         if captions:
             prompts = batch.get("prompt")  # as VideoLanguageModel.caption, with the clips encoded once for both uses
-            read = model.encode_for_llm(batch, prompts) if model.instruction_aware else vt
+            read = model.encode_for_llm(batch, prompts, encoded=vt)
             generated += model.bridge.generate(read.tokens, read.mask, prompts, max_new_tokens=max_new_tokens,
                                                num_beams=num_beams)
             llm_tokens.append(read.tokens)

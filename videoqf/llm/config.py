@@ -36,6 +36,10 @@ class LLMConfig:
     prompt: the default prompt, used when a batch brings none. instruction_aware: InstructBLIP's
     option; the bridge then hands the prompt back for the Q-Former's text branch.
     max_text_len: prompts and captions are truncated to this many tokens.
+    own_head: the LLM reads the queries of its own copy of the backend's head, made from the stage-1 head when
+    stage 2 starts and trained there (``stages.stage2_trainable``), instead of the head itself. BLIP-2 trains the
+    whole Q-Former in stage 2; here the original head keeps what stage 1 taught it, so retrieval (VTC / VTM on
+    the head) does not drift with the captioning loss.
     """
 
     arch: str = "causal"
@@ -47,6 +51,7 @@ class LLMConfig:
     prompt: str = ""
     instruction_aware: bool = False
     max_text_len: int = 64
+    own_head: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:

@@ -11,19 +11,28 @@ and in ``caption`` the prompt (``batch["prompt"]``, else the LLM's default promp
 model's tokenizer and handed to the backend as ``text_ids`` / ``text_mask``, so the head runs
 ``[queries; instruction]`` bi-directionally and the video tokens depend on the instruction. Stage 1
 stays instruction-free (BLIP-2's pre-training, as InstructBLIP starts from it).
+
+Own head option (``model.llm.own_head``): the LLM reads the queries of ``llm_head``, a copy of the backend's
+head made from the stage-1 head when stage 2 starts (``videoqf.recipes.run``); stage 2 may train it while the
+backend's head, which retrieval reads, keeps what stage 1 learned.
 """
 from __future__ import annotations
+
+import copy
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from videoqf.backends import VideoTokens, backend_config, build_backend
+from videoqf.backends.base import run_head
 from videoqf.llm.bridge import VideoLLMBridge
 from videoqf.models.collate import tokenize
 from videoqf.models.config import ModelConfig
 from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.stage1 import Stage1Objectives
 from videoqf.modules.standardize import TokenStandardizer
+from videoqf.qformer import CrossContext
 
 
 class VideoLanguageModel(nn.Module):
@@ -45,6 +54,12 @@ class VideoLanguageModel(nn.Module):
                                        bos_token_id=tokenizer.bos_token_id)
         self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer, num_tokens=self._fixed_token_count())
                        if config.llm is not None else None)
+        self.llm_head = copy.deepcopy(self.backend.head) if config.llm is not None and config.llm.own_head else None
+        if self.llm_head is not None:
+            if not self.backend.tokens_are_head_pass:
+                raise ValueError(f"model.llm.own_head: the {config.variant!r} backend's tokens are not one pass of "
+                                 "its head, so a copy of the head cannot stand in for it")
+            self.llm_head.requires_grad_(False)
         self.vision_norm = self.audio_norm = None
         if config.standardize_features:
             if self.vision is None:
@@ -65,7 +80,8 @@ class VideoLanguageModel(nn.Module):
 
     def set_stage(self, stage: int) -> None:
         """Select the objective and what is trainable: stage 1 trains the backend and the stage-1 heads,
-        stage 2 the backend and the projector (the LLM and the encoders stay frozen throughout)."""
+        stage 2 the backend, the projector and the LLM's own head when there is one (the LLM and the encoders
+        stay frozen throughout)."""
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         if stage == 2 and self.bridge is None:
@@ -76,6 +92,14 @@ class VideoLanguageModel(nn.Module):
         if self.bridge is not None:
             for p in self.bridge.projector.parameters():
                 p.requires_grad_(stage == 2)
+        if self.llm_head is not None:
+            self.llm_head.requires_grad_(stage == 2)
+
+    def copy_head_for_llm(self) -> None:
+        """Start the LLM's own head (``model.llm.own_head``) from the backend's head as it is now."""
+        if self.llm_head is None:
+            raise ValueError("this model has no head of the LLM's own: set model.llm.own_head")
+        self.llm_head.load_state_dict(self.backend.head.state_dict())
 
     # -- features --------------------------------------------------------------------------------
     def raw_frame_features(self, batch: dict) -> torch.Tensor:
@@ -126,26 +150,37 @@ class VideoLanguageModel(nn.Module):
         if audio is not None:
             self.audio_norm.set_statistics(audio)
 
+    def _instruction_ids(self, instructions: list[str] | None, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if instructions is None:
+            return None, None
+        ids, mask = tokenize(self.tokenizer, instructions, self.config.max_text_len)
+        return ids.to(device), mask.to(device)
+
     def encode(self, batch: dict, instructions: list[str] | None = None, *, audio: bool = True) -> VideoTokens:
         """The backend's tokens; ``instructions`` (B strings) go to the head's text branch when given;
         ``audio=False`` leaves the audio branch out (its tokens would follow the head's)."""
         audio_tokens, audio_mask = self.audio_features(batch) if audio else (None, None)
-        text_ids = text_mask = None
-        if instructions is not None:
-            text_ids, text_mask = tokenize(self.tokenizer, instructions, self.config.max_text_len)
-            text_ids, text_mask = text_ids.to(batch["frame_mask"].device), text_mask.to(batch["frame_mask"].device)
+        text_ids, text_mask = self._instruction_ids(instructions, batch["frame_mask"].device)
         return self.backend(self.frame_features(batch), batch["frame_mask"], audio_tokens=audio_tokens,
                             audio_mask=audio_mask, text_ids=text_ids, text_mask=text_mask)
 
-    @property
-    def instruction_aware(self) -> bool:
-        return self.bridge is not None and self.bridge.instruction_aware
-
-    def encode_for_llm(self, batch: dict, prompts: list[str] | None) -> VideoTokens:
+    def encode_for_llm(self, batch: dict, prompts: list[str] | None, *, encoded: VideoTokens | None = None
+                       ) -> VideoTokens:
         """The tokens the LLM reads: instructed by ``prompts`` (None: the default prompt) when the model is
-        instruction-aware, else the plain ``encode``."""
+        instruction-aware, else the plain ``encode`` (``encoded``, when the caller has it); the head's queries
+        come from the LLM's own head when ``model.llm.own_head``."""
         batch_size = batch["frame_mask"].shape[0]
-        return self.encode(batch, self.bridge.instructions_for_qformer(prompts, batch_size))
+        instructions = self.bridge.instructions_for_qformer(prompts, batch_size)
+        vt = encoded if encoded is not None and instructions is None else self.encode(batch, instructions)
+        if self.llm_head is None:
+            return vt
+        if vt.context.tokens is None:
+            raise ValueError(f"model.llm.own_head: the {self.config.variant!r} backend's context keeps no encoder "
+                             "tokens for the LLM's head to read")
+        # its own key / value projections: gradients stop at the context's tokens, not in the backend's head
+        context = CrossContext(kv=None, mask=vt.context.mask, tokens=vt.context.tokens)
+        queries, _ = run_head(self.llm_head, context, *self._instruction_ids(instructions, vt.tokens.device))
+        return replace(vt, tokens=torch.cat([queries, vt.tokens[:, vt.head_queries:]], dim=1), query_cache=None)
 
     # -- training --------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict:

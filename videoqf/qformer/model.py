@@ -37,9 +37,11 @@ from videoqf.qformer.text import LMHead, TextEmbeddings
 class CrossContext:
     """Encoder tokens projected to keys/values for every cross-attention layer, or kept as they are.
 
-    kv: one (key, value) pair per cross-attention layer, each [B, h, N, d]; or None, and then ``tokens``
-    [B, N, W] holds the encoder tokens, whose projections each layer folds into its queries;
-    mask: [B, 1, 1, N] or None.
+    kv: one (key, value) pair per cross-attention layer, each [B, h, N, d]; or None, and then each layer folds
+    the projections of ``tokens`` into its queries;
+    mask: [B, 1, 1, N] or None;
+    tokens: [B, N, W] the encoder tokens (``encode_context`` keeps them beside ``kv`` too, so that another
+    Q-Former may read them through its own projections), or None.
     """
 
     kv: list[KeyValue] | None
@@ -209,7 +211,7 @@ class QFormer(nn.Module):
         # split the last dimension (its backward is one concatenation) into [k_0, v_0, k_1, v_1, ...]
         parts = [rearrange(t, "b n (h d) -> b h n d", h=self.config.num_heads)
                  for t in self.cross_kv(tokens).split(self.config.hidden_size, dim=-1)]
-        return CrossContext(kv=list(zip(parts[0::2], parts[1::2])), mask=mask)
+        return CrossContext(kv=list(zip(parts[0::2], parts[1::2])), mask=mask, tokens=tokens)
 
     def folded_layers(self, tokens: torch.Tensor) -> list[FoldedTokens]:
         """Per cross-attention layer: the tokens with that layer's slices of the joint key/value projection."""

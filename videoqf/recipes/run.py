@@ -133,6 +133,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         previous = latest_complete(stage_dir) if resume else None
         if previous is not None:
             load_learned(model, previous / "learned")
+        elif stage == 2 and model.llm_head is not None:
+            print("stage 2: the LLM's own head starts as a copy of the backend's head", flush=True)
+            model.copy_head_for_llm()
         model.set_stage(stage)
         trainable = (cfg.stages.stage1_trainable if stage == 1 else cfg.stages.stage2_trainable) or cfg.train.trainable
         tcfg = replace(cfg.train, max_steps=steps, lr=lr, output_dir=str(stage_dir), trainable=list(trainable),
