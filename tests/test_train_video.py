@@ -67,6 +67,18 @@ def test_both_stages_train_save_and_report(trained_run, synthetic_records, synth
     assert saved["metrics"] == pytest.approx(metrics)
 
 
+def test_stage2_starts_the_llms_own_head_from_the_stage1_head_and_trains_only_its_top_layer(trained_run):
+    run_dir, _, _ = trained_run
+    stage1, stage2 = (load_file(resolve_checkpoint(run_dir / stage / "checkpoints") / "learned" / "model.safetensors")
+                      for stage in ("stage1", "stage2"))
+    head = [k for k in stage1 if k.startswith("backend.head.")]
+    assert head and all(torch.equal(stage1[k], stage2[k]) for k in head)  # retrieval keeps stage 1's head
+    copied = [k for k in head if ".layers.0." in k]  # the copy's lower layer is not in stage2_trainable
+    assert copied and all(torch.equal(stage2[k], stage2[k.replace("backend.head.", "llm_head.")]) for k in copied)
+    top = [k for k in head if ".layers.1.cross_attn." in k]
+    assert top and any(not torch.equal(stage2[k], stage2[k.replace("backend.head.", "llm_head.")]) for k in top)
+
+
 def test_caption_tool_reports_bad_files_and_captions_the_rest(trained_run, synthetic_records, synthetic_dir):
     run_dir, _, _ = trained_run
     video = f"{synthetic_dir}/{synthetic_records['test'][0]['video']}"
