@@ -26,16 +26,14 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_result  # noqa: E402
-from benchmarks.encoder_probe import ATTRIBUTES, EVENT_ACTIONS, SLOTS, event_labels  # noqa: E402
-from benchmarks.sweep import sweep_setup  # noqa: E402
-from benchmarks.sweep_run import select_variants, variant_config  # noqa: E402
-from videoqf.data.synthetic.vocab import COLOURS, SHAPES  # noqa: E402
+from videoqf.eval.probes import ATTRIBUTES, CLASSES, SLOTS, event_labels, probe_loss  # noqa: E402
 from videoqf.llm.tokenizer import load_tokenizer  # noqa: E402
+from videoqf.models.groups import lock  # noqa: E402
 from videoqf.models.video_lm import VideoLanguageModel  # noqa: E402
 from videoqf.recipes.run import datasets, fit_feature_statistics, make_collate  # noqa: E402
+from videoqf.recipes.synthetic import embedded_experiment  # noqa: E402
+from videoqf.sweep.cells import select_variants, variant_config  # noqa: E402
 from videoqf.train.optim import build_optimizer, build_scheduler  # noqa: E402
-
-CLASSES = (len(COLOURS), len(SHAPES), len(EVENT_ACTIONS))
 
 
 class BackendProbe(nn.Module):
@@ -54,18 +52,12 @@ class BackendProbe(nn.Module):
 def labelled(dataset, collate) -> tuple[dict, torch.Tensor]:
     """Every item of ``dataset`` in one batch, and its labels [items, SLOTS * len(ATTRIBUTES)]."""
     items = [dataset[i] for i in tqdm(range(len(dataset)), desc="reading features")]
-    labels = torch.tensor([event_labels(dataset.records[rec].meta) for rec, _ in dataset.items])
+    labels = torch.tensor([event_labels(dataset.record(i).meta) for i in range(len(dataset))])
     return collate(items), labels
 
 
 def take(batch: dict, index: torch.Tensor) -> dict:
     return {k: v[index] if torch.is_tensor(v) else [v[i] for i in index.tolist()] for k, v in batch.items()}
-
-
-def probe_loss(outputs: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy over slots and attributes; slots a clip does not have (-1) are left out."""
-    return sum(nn.functional.cross_entropy(o, labels[:, j], ignore_index=-1)
-               for j, o in enumerate(outputs) if (labels[:, j] >= 0).any())
 
 
 @torch.no_grad()
@@ -89,7 +81,8 @@ def main(argv=None) -> str:
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     args = ap.parse_args(argv)
     variant = select_variants(args.variant)[0]
-    cfg, _ = variant_config(variant, args.seed, partial(sweep_setup, num_clips=args.synthetic_clips), args.overrides)
+    cfg, _ = variant_config(variant, args.seed, partial(embedded_experiment, num_clips=args.synthetic_clips),
+                            args.overrides)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(args.seed)
@@ -97,16 +90,12 @@ def main(argv=None) -> str:
     train, held_out = datasets(cfg, model)
     collate = make_collate(cfg, model.tokenizer)
     fit_feature_statistics(model, train, collate, cfg.model.standardize_clips)
-    model.set_stage(1)
     train_batch, train_y = labelled(train, collate)
     test_batch, test_y = labelled(held_out, collate)
     with torch.no_grad():
         width = model.encode(take(test_batch, torch.arange(1))).contrastive_tokens[0].numel()
     probe = BackendProbe(model, width)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in [*model.backend.parameters(), *probe.readouts.parameters()]:
-        p.requires_grad_(True)
+    lock(model, ["backend"], where="backend probe")  # the read-outs train too (new modules)
     tcfg = replace(cfg.train, lr=args.lr)
     optimizer = build_optimizer(probe, tcfg)
     scheduler = build_scheduler(optimizer, tcfg, args.steps)

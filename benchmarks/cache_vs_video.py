@@ -18,14 +18,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import interleaved_medians, write_result  # noqa: E402
-from tests.test_video_lm import model_config  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
+from videoqf.measure import interleaved_medians  # noqa: E402
+from videoqf.config import load_config  # noqa: E402
 from videoqf.data.cached import collate_cached  # noqa: E402
 from videoqf.data.config import DataConfig, build_dataset, cache_spec  # noqa: E402
 from videoqf.data.extract import extract_features  # noqa: E402
 from videoqf.data.synthetic import SyntheticConfig, generate, load_tokenizer  # noqa: E402
+from videoqf.experiment import ExperimentConfig  # noqa: E402
 from videoqf.models.collate import CaptionCollate  # noqa: E402
+from videoqf.models.groups import lock  # noqa: E402
 from videoqf.models.video_lm import VideoLanguageModel  # noqa: E402
+from videoqf.objectives import ModelWithLoss, build_objective  # noqa: E402
+from videoqf.recipes.features import clip_overrides  # noqa: E402
 
 
 def main() -> None:
@@ -39,13 +44,18 @@ def main() -> None:
              progress=False)
     tok = load_tokenizer(str(tmp / "syn"))
     torch.manual_seed(0)
-    model = VideoLanguageModel(replace(model_config("cascaded", tmp), llm=None), tok)  # stage 1 only
-    data = DataConfig(annotations=str(tmp / "syn" / "train.jsonl"), num_frames=8, image_size=64, num_workers=0)
+    files = [ROOT / "configs" / "synthetic.yaml", ROOT / "configs" / "variants" / "cascaded.yaml"]
+    cfg = load_config(ExperimentConfig, files, ["model.vision.image_size=64", "model.llm=null"]).model  # stage 1 only
+    model = VideoLanguageModel(cfg, tok)
+    lock(model, ["backend", "retrieval_heads"])
+    stage1 = ModelWithLoss(model, build_objective("stage1", model))
+    data = DataConfig(annotations=str(tmp / "syn" / "train.jsonl"), num_frames=8)
     spec = cache_spec(data, model.vision, model.audio)
-    video = build_dataset(data)
+    video = build_dataset(data, **clip_overrides(model.vision))
     extract_features(video, model.vision, model.audio, tmp / "feats", sampler_name=spec.sampler,
                      sampler_seed=spec.sampler_seed, num_frames=spec.num_frames, progress=False)
-    cached = build_dataset(replace(data, features=str(tmp / "feats")), expected_spec=spec)
+    cached = build_dataset(replace(data, features=str(tmp / "feats")), expected_spec=spec,
+                           **clip_overrides(model.vision))
     collates = {"video": CaptionCollate(tok, 40), "cache": CaptionCollate(tok, 40, base=collate_cached)}
     sources = {"video": video, "cache": cached}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -57,7 +67,7 @@ def main() -> None:
             state[name] += 1
             batch = collates[name]([sources[name][i] for i in range(first, first + args.batch)])
             opt.zero_grad(set_to_none=True)
-            model(batch)["loss"].backward()
+            stage1(batch)["loss"].backward()
             opt.step()
         return run
 

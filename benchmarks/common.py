@@ -1,13 +1,10 @@
-"""Helpers shared by the benchmarks: machine description, interleaved timing, result files."""
+"""Helpers shared by the benchmarks: machine description and result files (timing: ``videoqf.measure``)."""
 from __future__ import annotations
 
 import datetime as _dt
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -27,23 +24,6 @@ def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"Python {platform.python_version()}{gpu}")
-
-
-def interleaved_medians(fns: dict[str, Callable[[], None]], *, repeats: int, warmup: int = 1,
-                        sync: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Median seconds per call of each function, measured round-robin so drift hits all alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def write_result(name: str, title: str, body: str) -> Path:

@@ -25,43 +25,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_result  # noqa: E402
 from videoqf.data.samplers import build_sampler  # noqa: E402
 from videoqf.data.synthetic import SyntheticConfig  # noqa: E402
-from videoqf.data.synthetic.vocab import COLOURS, DIRECTIONS, SHAPES  # noqa: E402
+from videoqf.data.synthetic.vocab import COLOURS, SHAPES  # noqa: E402
 from videoqf.data.video import load_clip  # noqa: E402
 from videoqf.encoders.config import VisionEncoderConfig  # noqa: E402
 from videoqf.encoders.vision import FrozenVisionEncoder  # noqa: E402
+from videoqf.eval.probes import ATTRIBUTES, EVENT_ACTIONS, SLOTS, event_labels, ridge_accuracy  # noqa: E402
 from videoqf.recipes.synthetic import prepare_synthetic, synthetic_dir  # noqa: E402
-
-EVENT_ACTIONS = ["appears", *(f"moves {d}" for d in DIRECTIONS), "turns"]
-ATTRIBUTES = ("colour", "shape", "action")
-SLOTS = 3
-
-
-def event_labels(record: dict) -> list[int]:
-    """[colour, shape, action] of event slots 1..3 (-1 where the clip has fewer events)."""
-    out = []
-    events = record["spec"]["events"]
-    for k in range(SLOTS):
-        if k >= len(events):
-            out += [-1] * len(ATTRIBUTES)
-            continue
-        e = events[k]
-        action = e["action"] if e["action"] != "moves" else f"moves {e['direction']}"
-        out += [list(COLOURS).index(e["colour"]), SHAPES.index(e["shape"]), EVENT_ACTIONS.index(action)]
-    return out
-
-
-def ridge_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                   ridge: float) -> float:
-    """Held-out accuracy of a one-vs-rest ridge probe (dual form: more features than clips)."""
-    keep, keep_test = train_y >= 0, test_y >= 0
-    x, y = train_x[keep], train_y[keep]
-    targets = torch.nn.functional.one_hot(y, int(y.max()) + 1).double()
-    gram = x @ x.T
-    alpha = torch.linalg.solve(gram + ridge * gram.diagonal().mean() * torch.eye(len(x), dtype=gram.dtype),
-                               targets - targets.mean(0))
-    pred = (test_x[keep_test] @ x.T @ alpha).argmax(1)
-    return (pred == test_y[keep_test]).double().mean().item()
-
 
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,25 +17,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's videoqf, installed or not
 from videoqf.backends import BACKENDS, backend_config, build_backend  # noqa: E402
 
-# (label, backend, overrides of its full-size defaults); every registered name appears at its defaults.
-VARIANTS = [(name, name, {}) for name in sorted(BACKENDS)] + [
-    ("cascaded, no audio", "cascaded", {"audio": False}),
-    ("cascaded, frozen frame Q-Former (Video-LLaMA)", "cascaded", {"freeze_frame_qformer": True}),
-    ("spatiotemporal, experts off", "spatiotemporal", {"experts": False}),
-    ("spatiotemporal, experts + pooling off", "spatiotemporal", {"experts": False, "attentive_pooling": False}),
+# (label, backend, overrides of its full-size defaults, parameter groups a stage would freeze); every registered
+# name appears at its defaults.
+VARIANTS = [(name, name, {}, ()) for name in sorted(BACKENDS)] + [
+    ("cascaded, no audio", "cascaded", {"audio": False}, ()),
+    ("cascaded, frozen frame Q-Former (Video-LLaMA)", "cascaded", {}, ("frame_qformer",)),
+    ("spatiotemporal, experts off", "spatiotemporal", {"experts": False}, ()),
+    ("spatiotemporal, experts + pooling off", "spatiotemporal", {"experts": False, "attentive_pooling": False}, ()),
 ]
 
 
-def count(module: torch.nn.Module, trainable: bool) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
+def count(module: torch.nn.Module, trainable: bool, frozen: set[int] = frozenset()) -> int:
+    return sum(p.numel() for p in module.parameters() if (id(p) not in frozen) == trainable)
 
 
 def rows() -> list[tuple[str, int, int, int, int, int]]:
     out = []
-    for label, name, overrides in VARIANTS:
+    for label, name, overrides, frozen_groups in VARIANTS:
         with torch.device("meta"):
             backend = build_backend(name, backend_config(name, overrides))
-        out.append((label, count(backend, True), count(backend, False), count(backend.head, True),
+        groups = backend.parameter_groups()
+        frozen = {id(p) for g in frozen_groups for m in groups[g] for p in m.parameters()}
+        out.append((label, count(backend, True, frozen), count(backend, False, frozen),
+                    count(backend.head, True, frozen),
                     backend.num_output_tokens(8, audio=True), backend.num_output_tokens(32, audio=True)))
     return out
 

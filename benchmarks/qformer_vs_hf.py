@@ -18,7 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import interleaved_medians, write_result  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
+from videoqf.measure import interleaved_medians, saved_bytes  # noqa: E402
 from videoqf.qformer import QFormer  # noqa: E402
 
 
@@ -53,20 +54,6 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
         fn()
     return counter.get_total_flops()
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd keeps for backward during ``fn()`` (training-step activation memory)."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
 
 
 def main(argv=None) -> str:

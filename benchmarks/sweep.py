@@ -11,7 +11,7 @@ the numbers say about the expected effects against the seed spread) and benchmar
 
     python benchmarks/sweep.py --quick                  # 13 variants x seeds 0,1, small budget
     python benchmarks/sweep.py                          # full budget (configs/synthetic.yaml, 300 held-out clips)
-    python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1_steps=100
+    python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1.steps=100
 
 Expected time on 2 CPU cores (1 torch thread per run), from calibration runs of single cells on a
 loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s per cell, 15-20 min
@@ -33,13 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.sweep_report import write_report  # noqa: E402
-from benchmarks.sweep_run import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
-from tools.train_video import EMBEDDED_CLIPS, embedded_default  # noqa: E402
-
-def sweep_setup(model_file: str, *, num_clips: int) -> tuple[list[Path], list[str]]:
-    """The embedded default under ``configs/<model_file>`` (synthetic set and caption LM made once in the cache)."""
-    return embedded_default(ROOT / "configs" / model_file, num_clips)
+from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
+from videoqf.recipes.synthetic import EMBEDDED_CLIPS, embedded_experiment  # noqa: E402
+from videoqf.sweep.cells import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
+from videoqf.sweep.report import plot, report_body  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -61,10 +58,13 @@ def main(argv=None) -> int:
     budget = "quick" if args.quick else args.budget
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     result = run_sweep(select_variants(args.variants), seeds,
-                       setup=partial(sweep_setup, num_clips=args.synthetic_clips),
+                       setup=partial(embedded_experiment, num_clips=args.synthetic_clips),
                        overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir,
                        repeats=args.repeats, threads=args.threads)
-    md, png = write_report(result, budget=" ".join([budget, *args.overrides]))
+    label = budget + (" (smoke budget: not for conclusions)" if budget == "quick" else "")
+    body = report_body(result, budget=" ".join([label, *args.overrides]))
+    md = write_result("sweep", "Video backends side by side (benchmarks/sweep.py)", body)
+    png = plot(result, RESULTS_DIR / "sweep.png")
     print(md.read_text())
     print(f"wrote {md} and {png}")
     return 0

@@ -21,9 +21,9 @@ def run(output_dir: str, zero_stage: int, micro_batch_size: int) -> Trainer:
     torch.manual_seed(0)
     model = ToyModel(dropout=0.0)  # dropout masks depend on the rank count; the loss must not
     config = TrainConfig(max_steps=4, micro_batch_size=micro_batch_size, grad_accum=2, lr=1e-2,
-                         warmup_steps=1, log_every=1, zero_stage=zero_stage, output_dir=output_dir,
+                         warmup_steps=1, log_every=1, zero_stage=zero_stage,
                          progress_bar=False)
-    trainer = Trainer(model, ToyDataset(32), None, config)
+    trainer = Trainer(model, ToyDataset(32), None, config, output_dir=output_dir)
     trainer.fit()
     return trainer
 

@@ -5,7 +5,7 @@ import torch
 from videoqf.backends import backend_config, build_backend
 from videoqf.modules.pooling import AttentivePooling, spatial_pool
 from videoqf.modules.position import TemporalPositionEmbedding
-from tests.test_backends import audio, frames, text, tiny
+from _tiny import audio, frames, text, tiny
 
 
 @pytest.mark.parametrize("expert,moved", [("spatial", [0, 1]), ("temporal", [2, 3]), ("semantic", [4, 5])])

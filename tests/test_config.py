@@ -1,8 +1,12 @@
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
 
 from videoqf.config import ConfigError, load_config, to_yaml
+from videoqf.experiment import load_experiment
 from videoqf.qformer import QFormerConfig
 
 
@@ -56,3 +60,34 @@ def test_missing_file_and_bad_override():
         load_config(Schema, "nope.yaml")
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(Schema, None, ["train.steps"])
+
+
+TYPOS = {  # one mistyped key per section of the embedded default: each names itself
+    "model.use_audi=false": "model.use_audi",
+    "model.backend.frame_qformer.num_querys=3": "model.backend.frame_qformer.num_querys",
+    "model.backend.tempral_pe=false": "model.backend.tempral_pe",
+    "model.llm.own_hed=true": "model.llm.own_hed",
+    "data.num_frame=4": "data.num_frame",
+    "eval.rerank=4": "eval.rerank",
+    "train.lr_warmup=3": "train.lr_warmup",
+    "stages.stage1.step=3": "stages.stage1.step",
+    "stages.stage2.train=[projecter]": "projecter",
+    "run_stages=[stage3]": "stage3",
+}
+
+
+@pytest.mark.parametrize("override", TYPOS)
+def test_a_typo_in_any_section_names_the_key(override):
+    with pytest.raises(ConfigError, match=TYPOS[override].replace(".", r"\.").replace("[", r"\[")):
+        load_experiment(["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
+                        ["model.llm.arch=causal", "model.llm.path=unused", override])
+
+
+def test_the_main_command_stops_on_a_typo_before_making_anything(tmp_path):
+    env = {**os.environ, "VIDEOQF_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "tools/train_video.py", "--variant", "cascaded",
+                          "model.backend.video_qformer.num_layer=3"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "model.backend.video_qformer.num_layer" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "cache").exists()  # no world, caption LM or features were made

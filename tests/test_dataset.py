@@ -12,6 +12,7 @@ from videoqf.data.collate import collate_clips
 from videoqf.data.config import DataConfig, build_dataset
 from videoqf.data.dataset import VideoTextDataset
 from videoqf.data.samplers import build_sampler
+from videoqf.data.video import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_jsonl_reader_merges_captions_and_resolves_paths(tmp_path):
@@ -169,9 +170,9 @@ def test_collate_pads_frames_and_audio(synthetic_dir):
 
 def test_dataloader_with_two_workers(synthetic_dir):
     cfg = DataConfig(annotations=os.path.join(synthetic_dir, "train.jsonl"), sampler="random_segment",
-                     num_frames=4, image_size=16, num_workers=2)
-    ds = build_dataset(cfg)
-    loader = DataLoader(ds, batch_size=3, num_workers=cfg.num_workers, collate_fn=collate_clips)
+                     num_frames=4)
+    ds = build_dataset(cfg, image_size=16, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate_clips)
     batches = list(loader)
     assert sum(len(b["caption"]) for b in batches) == len(ds)
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(len(ds)))
@@ -185,4 +186,4 @@ def test_data_config_rejects_unknown_and_empty(tmp_path):
     with pytest.raises(TypeError):
         DataConfig(features_dir="x")
     with pytest.raises(ValueError, match="annotations"):
-        build_dataset(DataConfig())
+        build_dataset(DataConfig(), image_size=16, mean=IMAGENET_MEAN, std=IMAGENET_STD)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_video_lm import model_config
+from _tiny import model_config
 from videoqf.data.cached import CachedFeatureDataset, collate_cached
 from videoqf.data.config import DataConfig, build_dataset, cache_spec
 from videoqf.data.extract import extract_features
@@ -21,6 +21,8 @@ from videoqf.data.synthetic import load_tokenizer
 from videoqf.models.collate import CaptionCollate
 from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.objectives.stage1 import Stage1Loss
+from videoqf.recipes.features import clip_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,30 +34,31 @@ def setup(synthetic_dir, tmp_path_factory):
     tok = load_tokenizer(synthetic_dir)
     torch.manual_seed(0)
     model = VideoLanguageModel(cfg, tok).eval()
-    data = DataConfig(annotations=f"{synthetic_dir}/train.jsonl", num_frames=4, image_size=64, num_workers=0)
+    data = DataConfig(annotations=f"{synthetic_dir}/train.jsonl", num_frames=4)
     spec = cache_spec(data, model.vision, model.audio)
-    stats = extract_features(build_dataset(data), model.vision, model.audio, tmp / "feats", sampler_name=spec.sampler,
-                             sampler_seed=spec.sampler_seed, num_frames=spec.num_frames, batch_size=3, shard_size=2,
-                             progress=False)
+    stats = extract_features(build_dataset(data, **clip_overrides(model.vision)), model.vision, model.audio,
+                             tmp / "feats", sampler_name=spec.sampler, sampler_seed=spec.sampler_seed,
+                             num_frames=spec.num_frames, batch_size=3, shard_size=2, progress=False)
     return dict(cfg=cfg, tok=tok, model=model, data=data, spec=spec, stats=stats, dir=tmp / "feats")
 
 
 def stage1_loss(model, batch):
     torch.manual_seed(123)  # VTM draws its hard negatives from torch's RNG
     with torch.no_grad():
-        return model(batch)["loss"]
+        return Stage1Loss(model.config.objectives)(model, batch)["loss"]
 
 
 def test_cached_batch_gives_the_decoded_loss(setup):
     model, data, tok = setup["model"], setup["data"], setup["tok"]
     assert setup["stats"].written == setup["stats"].clips > 0
-    video = build_dataset(data)
-    cached = build_dataset(replace(data, features=str(setup["dir"])), expected_spec=setup["spec"])
+    clip = clip_overrides(model.vision)
+    video = build_dataset(data, **clip)
+    cached = build_dataset(replace(data, features=str(setup["dir"])), expected_spec=setup["spec"], **clip)
     assert isinstance(cached, CachedFeatureDataset)
     items = [0, 2, 3, 5]
     a = CaptionCollate(tok, 40)([video[i] for i in items])
     b = CaptionCollate(tok, 40, base=collate_cached)([cached[i] for i in items])
-    assert a["caption"] == b["caption"] and b["audio_segment_mask"].any()
+    assert a["caption"] == b["caption"] and b["audio_feature_mask"].any()
     assert torch.equal(a["frame_mask"], b["frame_mask"])
     loss_video, loss_cache = stage1_loss(model, a), stage1_loss(model, b)
     assert torch.isfinite(loss_video)
@@ -73,7 +76,8 @@ def test_stale_cache_is_refused(setup, change):
         cfg, field = replace(cfg, frozen_init_seed=1), "vision_weights_hash"
     vision, audio = build_frozen_encoders(cfg)
     with pytest.raises(CacheSpecMismatch, match=field):
-        build_dataset(replace(data, features=str(setup["dir"])), expected_spec=cache_spec(data, vision, audio))
+        build_dataset(replace(data, features=str(setup["dir"])), expected_spec=cache_spec(data, vision, audio),
+                      **clip_overrides(vision))
 
 
 def test_missing_key_names_the_path(setup, synthetic_dir, tmp_path):
@@ -82,11 +86,12 @@ def test_missing_key_names_the_path(setup, synthetic_dir, tmp_path):
     video = str(Path(synthetic_dir) / record["video"])
     other.write_text(json.dumps({**record, "video": video}) + "\n")
     data = replace(setup["data"], annotations=str(other), features=str(setup["dir"]))
-    dataset = build_dataset(data, expected_spec=setup["spec"])
+    clip = clip_overrides(setup["model"].vision)
+    dataset = build_dataset(data, expected_spec=setup["spec"], **clip)
     with pytest.raises(KeyError, match=re.escape(f"{video!r} (window None-None) is not in feature cache {setup['dir']}")):
         dataset[0]
     with pytest.raises(ValueError, match="expected_spec"):
-        build_dataset(data)
+        build_dataset(data, **clip)
 
 
 def test_extraction_killed_then_resumed(synthetic_dir, tmp_path):
@@ -100,7 +105,7 @@ def test_extraction_killed_then_resumed(synthetic_dir, tmp_path):
     out = tmp_path / "feats"
     cmd = [sys.executable, str(ROOT / "tools/extract_features.py"), "--config", str(ROOT / "configs/synthetic.yaml"),
            "--variant", "cascaded", "--out", str(out), "--shard-size", "1", "--batch-size", "1", "--no-progress",
-           f"data.annotations={ann}", "data.num_frames=4", "data.image_size=64", "model.vision.image_size=64"]
+           f"data.annotations={ann}", "data.num_frames=4", "model.vision.image_size=64"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while not (out / "index.json").exists() and proc.poll() is None and time.time() < deadline:
@@ -120,11 +125,11 @@ def test_extraction_killed_then_resumed(synthetic_dir, tmp_path):
 
     cfg = model_config("cascaded", tmp_path)
     vision, audio = build_frozen_encoders(cfg)
-    data = DataConfig(annotations=str(ann), num_frames=4, image_size=64, features=str(out))
+    data = DataConfig(annotations=str(ann), num_frames=4, features=str(out))
     cache = FeatureCache(out, cache_spec(data, vision, audio))
     assert len(cache) == len(windows)
-    dataset = build_dataset(data, expected_spec=cache_spec(data, vision, audio))
+    dataset = build_dataset(data, expected_spec=cache_spec(data, vision, audio), **clip_overrides(vision))
     for i in range(0, len(dataset), 7):
         item = dataset[i]
-        assert item["features"].shape == (4, vision.num_tokens, vision.output_dim)
-        assert torch.isfinite(item["features"]).all()
+        assert item["frame_features"].shape == (4, vision.num_tokens, vision.output_dim)
+        assert torch.isfinite(item["frame_features"]).all()

@@ -51,9 +51,9 @@ def model_config(arch, tokenizer):
 
 def make_bridge(arch, tokenizer, **kw):
     torch.manual_seed(0)
-    cfg = LLMConfig(arch=arch, model_config=model_config(arch, tokenizer), video_dim=H,
-                    projector=ProjectorConfig(kind="mlp"), **kw)
-    return VideoLLMBridge.from_config(cfg, tokenizer=tokenizer)
+    cfg = LLMConfig(arch=arch, model_config=model_config(arch, tokenizer), projector=ProjectorConfig(kind="mlp"),
+                    **kw)
+    return VideoLLMBridge.from_config(cfg, video_dim=H, tokenizer=tokenizer)
 
 
 def video_batch(batch=2, seed=0):

@@ -87,7 +87,7 @@ def test_cli_trains_saves_and_loads_as_frozen_llm(tmp_path, capsys):
     assert "saved to" in capsys.readouterr().out
     assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file()
 
-    bridge = VideoLLMBridge.from_config(LLMConfig(arch="causal", path=str(out), video_dim=6))
+    bridge = VideoLLMBridge.from_config(LLMConfig(arch="causal", path=str(out)), video_dim=6)
     assert bridge.tokenizer.eos_token == "[SEP]" and bridge.tokenizer.bos_token == "[BOS]"
     assert not any(p.requires_grad for p in bridge.llm.parameters())
     loss = bridge(torch.randn(2, 3, 6), None, ["a red ball", "a blue square"]).loss

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from videoqf.config import load_config
-from videoqf.experiment import ExperimentConfig
+from videoqf.experiment import load_experiment
 from videoqf.recipes.run import run_experiment
 
 RECIPES = sorted(Path("configs/recipes").glob("*.yaml"))
@@ -21,10 +20,9 @@ def tiny_overrides(recipe: Path, synthetic_dir: str) -> list[str]:
     frames = [] if OmegaConf.select(own, "data.num_frames") is not None else ["data.num_frames=3"]
     return [
         f"data.annotations={synthetic_dir}/train.jsonl", f"model.tokenizer={synthetic_dir}",
-        f"model.vision.image_size={56 if patch14 else 64}", "data.num_workers=0", *frames,
+        f"model.vision.image_size={56 if patch14 else 64}", *frames,
         "train.micro_batch_size=3", "train.progress_bar=false", "train.log_every=1",
-        "stages.stage1_steps=2", "stages.stage2_steps=2",
-        "model.llm.arch=causal", "model.llm.video_dim=128",
+        "stages.stage1.steps=2", "stages.stage2.steps=2", "model.llm.arch=causal",
         f"model.llm.model_config={{model_type: gpt2, n_layer: 1, n_embd: {LLM_WIDTH}, n_head: 2, vocab_size: 96, "
         "n_positions: 256, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
     ]
@@ -36,7 +34,7 @@ def metrics(stage_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_recipe_trains_both_stages(recipe, synthetic_dir, tmp_path):
-    cfg = load_config(ExperimentConfig, ["configs/synthetic.yaml", recipe], tiny_overrides(recipe, synthetic_dir))
+    cfg = load_experiment(["configs/synthetic.yaml", recipe], tiny_overrides(recipe, synthetic_dir))
     run_experiment(cfg, tmp_path)
     for stage in ("stage1", "stage2"):
         train = [m for m in metrics(tmp_path / stage) if m["kind"] == "train"]

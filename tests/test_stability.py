@@ -4,10 +4,12 @@ import math
 import pytest
 import torch
 
-from videoqf.backends import backend_config, build_backend
-from videoqf.backends.base import TINY_VISION_WIDTH
-from videoqf.models.stage1 import Stage1Objectives
+from videoqf.backends.presets import PRESETS
+from videoqf.data.synthetic import load_tokenizer
+from videoqf.models.config import ModelConfig
+from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives.config import ObjectivesConfig
+from videoqf.objectives.stage1 import Stage1Loss
 from videoqf.objectives.stability import UncertaintyWeighting, query_diversity
 from videoqf.train.logging import query_collapse
 
@@ -63,29 +65,33 @@ def test_uncertainty_weighting_formula_and_gradients():
         weighting({"vtc": torch.tensor(1.0)})
 
 
-def stage1_step(config: ObjectivesConfig):
+def stage1_step(tokenizer, config: ObjectivesConfig):
     torch.manual_seed(0)
-    backend = build_backend("spatiotemporal", backend_config("spatiotemporal", preset="tiny")).eval()  # no dropout
-    objectives = Stage1Objectives(backend.hidden_size, config, bos_token_id=1)
+    model_config = ModelConfig(variant="spatiotemporal", preset="tiny", use_audio=False, objectives=config)
+    model = VideoLanguageModel(model_config, tokenizer, encoders=False).eval()  # eval: no dropout
+    loss = Stage1Loss(config)
     g = torch.Generator().manual_seed(2)
-    vt = backend(torch.randn(4, 3, 10, TINY_VISION_WIDTH, generator=g), None)
-    ids = torch.randint(5, 100, (4, 6), generator=g)
-    out = objectives(backend, vt, ids, torch.ones(4, 6, dtype=torch.bool), torch.arange(4), generator=g)
-    return objectives, vt, out
+    batch = {"frame_features": torch.randn(4, 3, 10, PRESETS["tiny"].vision_width, generator=g),
+             "frame_mask": torch.ones(4, 3, dtype=torch.bool), "text_ids": torch.randint(5, 90, (4, 6), generator=g),
+             "text_mask": torch.ones(4, 6, dtype=torch.bool), "video_id": torch.arange(4)}
+    out = loss(model, batch, generator=g)
+    return loss, model.encode(batch), out
 
 
-def test_stage1_is_unchanged_with_the_kit_off_and_adds_it_when_on():
-    _, vt, plain = stage1_step(ObjectivesConfig(embed_dim=16))
+def test_stage1_is_unchanged_with_the_kit_off_and_adds_it_when_on(synthetic_dir):
+    tokenizer = load_tokenizer(synthetic_dir)
+    _, vt, plain = stage1_step(tokenizer, ObjectivesConfig(embed_dim=16))
     logs = plain["logs"]
     assert plain["loss"].item() == pytest.approx((logs["vtc"] + logs["vtm"] + logs["vtg"]).item(), rel=1e-6)
     assert "query_diversity" not in logs and not any(k.startswith("weight_") for k in logs)
 
-    _, _, regularised = stage1_step(ObjectivesConfig(embed_dim=16, query_diversity_weight=0.5))
+    _, _, regularised = stage1_step(tokenizer, ObjectivesConfig(embed_dim=16, query_diversity_weight=0.5))
     div = query_diversity(vt.contrastive_tokens)
     assert regularised["logs"]["query_diversity"].item() == pytest.approx(div.item(), rel=1e-5)
     assert regularised["loss"].item() == pytest.approx(plain["loss"].item() + 0.5 * div.item(), rel=1e-5)
 
-    objectives, _, adaptive = stage1_step(ObjectivesConfig(embed_dim=16, adaptive_weighting=True, vtm_weight=0))
+    objectives, _, adaptive = stage1_step(tokenizer, ObjectivesConfig(embed_dim=16, adaptive_weighting=True,
+                                                                     vtm_weight=0))
     assert objectives.uncertainty.names == ("vtc", "vtg")  # a loss switched off is not weighted
     assert adaptive["loss"].item() == pytest.approx(plain["logs"]["vtc"].item() + plain["logs"]["vtg"].item(),
                                                     rel=1e-5)  # s = 0 at the start: unit weights

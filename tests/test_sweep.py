@@ -1,4 +1,4 @@
-"""benchmarks/sweep.py's sweep on two variants x two seeds with a minimal budget on the tiny synthetic set."""
+"""The sweep (videoqf.sweep) on two variants x two seeds with a minimal budget on the tiny synthetic set."""
 import json
 import math
 import re
@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import common
-from benchmarks.sweep_report import QUALITY, compare, findings, write_report
-from benchmarks.sweep_run import SweepResult, run_sweep, select_variants
+from videoqf.experiment import load_experiment
+from videoqf.sweep.cells import SweepResult, run_sweep, select_variants
+from videoqf.sweep.report import QUALITY, compare, findings, plot, report_body
 
 TINY = [
     "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.log_every=1",
-    "stages.stage1_steps=2", "stages.stage2_steps=1", "eval.max_new_tokens=4", "eval.rerank_k=4",
-    "model.llm.arch=causal", "model.llm.video_dim=128",
+    "stages.stage1.steps=2", "stages.stage2.steps=1", "eval.max_new_tokens=4", "eval.rerank_k=4",
+    "model.llm.arch=causal",
     "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
     "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
 ]
@@ -23,11 +23,11 @@ TINY = [
 def sweep(synthetic_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
 
-    def setup(model_file):
-        files = ["configs/synthetic.yaml", f"configs/{model_file}"]
-        return files, [f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
-                       f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
-                       f"data.features={root}/features"]
+    def setup(model_file, overrides):
+        return load_experiment(["configs/synthetic.yaml", model_file], [
+            f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
+            f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
+            f"data.features={root}/features", *overrides])
 
     def run():
         return run_sweep(select_variants("cascaded-noaudio,meanpool"), [0, 1], setup=setup, overrides=TINY,
@@ -36,7 +36,7 @@ def sweep(synthetic_dir, tmp_path_factory):
     return root, run, run()
 
 
-def test_cells_are_measured_trained_and_tabled(sweep, synthetic_dir, tmp_path, monkeypatch):
+def test_cells_are_measured_trained_and_tabled(sweep, synthetic_dir, tmp_path):
     root, _, result = sweep
     assert result.ran == [("cascaded-noaudio", 0), ("cascaded-noaudio", 1), ("meanpool", 0), ("meanpool", 1)]
     # the audio-free variant reads its own cache (another spec); the other one the shared cache
@@ -53,10 +53,9 @@ def test_cells_are_measured_trained_and_tabled(sweep, synthetic_dir, tmp_path, m
     assert first_loss[0] != first_loss[1]  # train.seed reaches the init and the data order
     assert [c["seed"] for c in result.cells["meanpool"]] == [0, 1]
 
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    md, png = write_report(result, budget="test")
+    png = plot(result, tmp_path / "sweep.png")
     assert png.is_file() and png.stat().st_size > 10_000
-    text = md.read_text()
+    text = report_body(result, budget="test")
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if re.match(r"\| (cascaded|meanpool)", line)}
     assert set(rows) == {"cascaded-noaudio", "meanpool"}
     # a pair column is n/a exactly when the tiny held-out split has no pair of its kind

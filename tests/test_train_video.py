@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from videoqf.config import load_config, to_yaml
-from videoqf.experiment import ExperimentConfig
+from videoqf.config import to_yaml
+from videoqf.experiment import ExperimentConfig, load_experiment
 from videoqf.recipes.run import run_experiment
 from videoqf.train.checkpoint import resolve_checkpoint
 
@@ -21,17 +21,17 @@ def tiny_overrides(synthetic_dir) -> list[str]:
     return [
         f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
         f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
-        "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.progress_bar=false", "train.log_every=1",
-        "stages.stage1_steps=3", "stages.stage2_steps=2", "eval.captions_shown=2", "eval.max_new_tokens=8",
-        "model.llm.arch=causal", "model.llm.video_dim=128",
+        "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.progress_bar=false",
+        "train.log_every=1", "stages.stage1.steps=3", "stages.stage2.steps=2", "eval.captions_shown=2",
+        "eval.max_new_tokens=8", "model.llm.arch=causal",
         "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
         "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
     ]
 
 
 def tiny_config(synthetic_dir, *extra: str) -> ExperimentConfig:
-    return load_config(ExperimentConfig, ["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
-                       [*tiny_overrides(synthetic_dir), *extra])
+    return load_experiment(["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
+                           [*tiny_overrides(synthetic_dir), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def trained_run(synthetic_dir, tmp_path_factory):
 def test_both_stages_train_save_and_report(trained_run, synthetic_records, synthetic_dir):
     run_dir, metrics, samples = trained_run
     cfg = tiny_config(synthetic_dir)
-    decay = {"stage1": cfg.train.weight_decay, "stage2": cfg.stages.stage2_weight_decay}  # each stage's own
+    decay = {"stage1": cfg.train.weight_decay, "stage2": cfg.stages["stage2"].weight_decay}  # each stage's own
     assert decay["stage1"] != decay["stage2"]
     for key in ("t2v_r1", "v2t_r1", "cider", "bleu4", "caption_order_acc", "caption_sound_acc", "event_word_acc",
                 "head_cider", "head_caption_order_acc", "head_event_word_acc", "event_colour_acc", "event_shape_acc",
@@ -73,7 +73,7 @@ def test_stage2_starts_the_llms_own_head_from_the_stage1_head_and_trains_only_it
                       for stage in ("stage1", "stage2"))
     head = [k for k in stage1 if k.startswith("backend.head.")]
     assert head and all(torch.equal(stage1[k], stage2[k]) for k in head)  # retrieval keeps stage 1's head
-    copied = [k for k in head if ".layers.0." in k]  # the copy's lower layer is not in stage2_trainable
+    copied = [k for k in head if ".layers.0." in k]  # the copy's lower layer is not in stage 2's groups
     assert copied and all(torch.equal(stage2[k], stage2[k.replace("backend.head.", "llm_head.")]) for k in copied)
     top = [k for k in head if ".layers.1.cross_attn." in k]
     assert top and any(not torch.equal(stage2[k], stage2[k.replace("backend.head.", "llm_head.")]) for k in top)
@@ -125,12 +125,12 @@ def test_evaluate_tool_on_plain_annotations_with_an_unreadable_clip(trained_run,
 
 
 def test_stage2_alone_on_a_run_directory_starts_from_its_stage1(trained_run, synthetic_dir, tmp_path):
-    """``--stage 2 --resume RUN_DIR`` after a stage-1 run trains stage 2 on what stage 1 learned: with the
+    """``--stage stage2 --resume RUN_DIR`` after a stage-1 run trains stage 2 on what stage 1 learned: with the
     projector alone trainable, the stage-2 checkpoint's backend (and feature statistics) are stage 1's."""
     run_dir, _, _ = trained_run
     shutil.copytree(run_dir / "stage1", tmp_path / "stage1")
-    run_experiment(tiny_config(synthetic_dir, "stages.stage=2", "eval.annotations=''",
-                                   "stages.stage2_trainable=[bridge.projector.*]"), tmp_path, resume=True)
+    run_experiment(tiny_config(synthetic_dir, "run_stages=[stage2]", "eval.annotations=''",
+                               "stages.stage2.train=[projector]"), tmp_path, resume=True)
 
     def learned(stage_dir):
         return load_file(resolve_checkpoint(stage_dir / "checkpoints") / "learned" / "model.safetensors")
@@ -150,8 +150,8 @@ def test_main_command_under_torchrun_makes_its_world_and_reports_once(tmp_path):
     tool = Path(__file__).resolve().parent.parent / "tools" / "train_video.py"
     env = {**os.environ, "VIDEOQF_CACHE": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(tool),
-                          "--variant", "cascaded", "--synthetic-clips", "16", "stages.stage1_steps=2",
-                          "stages.stage2_steps=2", "train.micro_batch_size=4", "eval.max_new_tokens=6"],
+                          "--variant", "cascaded", "--synthetic-clips", "16", "stages.stage1.steps=2",
+                          "stages.stage2.steps=2", "train.micro_batch_size=4", "eval.max_new_tokens=6"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("held-out metrics") == 1
@@ -173,8 +173,8 @@ def test_main_command_without_held_out_clips_says_so(synthetic_dir, tmp_path):
     # in-process runs of this session wrote into os.environ, whose port their process group still holds
     rendezvous = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in os.environ.items() if k not in rendezvous}
-    out = subprocess.run([sys.executable, str(tool), "--config", str(config), "--stage", "1", "--run-dir",
-                          str(tmp_path / "run"), "stages.stage1_steps=1", "eval.annotations=''"],
+    out = subprocess.run([sys.executable, str(tool), "--config", str(config), "--stage", "stage1", "--run-dir",
+                          str(tmp_path / "run"), "stages.stage1.steps=1", "eval.annotations=''"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "not evaluated (eval.annotations is empty)" in out.stdout

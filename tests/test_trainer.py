@@ -4,6 +4,7 @@ a killed save leaves the previous checkpoint loadable, NaN steps are skipped, to
 import json
 import math
 import os
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -17,18 +18,25 @@ from videoqf.train.data import MicroBatchStream, ResumableDistributedSampler
 from videoqf.train.engine import build_ds_config, resolve_precision
 from videoqf.train.logging import RunLogger, query_collapse
 from videoqf.train.loop import Trainer, TrainingDiverged
-from videoqf.train.optim import lr_factor, param_groups, select_trainable
+from videoqf.train.optim import lr_factor, param_groups
+
+
+@dataclass
+class RunConfig(TrainConfig):
+    """A toy run's settings and the folder it writes."""
+
+    output_dir: str = ""
 
 
 def make_config(tmp_path, name, **kw):
     base = dict(max_steps=6, micro_batch_size=4, grad_accum=2, lr=1e-2, warmup_steps=2, log_every=1,
                 output_dir=str(tmp_path / name), progress_bar=False)
-    return TrainConfig(**{**base, **kw})
+    return RunConfig(**{**base, **kw})
 
 
-def make_trainer(config, *, init_seed=0, dataset=None, **kw):
+def make_trainer(config, *, init_seed=0, dataset=None, model=None, **kw):
     torch.manual_seed(init_seed)
-    return Trainer(ToyModel(), dataset or ToyDataset(20), None, config, **kw)
+    return Trainer(model or ToyModel(), dataset or ToyDataset(20), None, config, output_dir=config.output_dir, **kw)
 
 
 def read_metrics(config, kind="train"):
@@ -56,10 +64,12 @@ def test_config_checks_and_yaml():
         TrainConfig(zero_stage=3)
     with pytest.raises(ConfigError, match="grad_accum"):
         load_config(TrainConfig, overrides=["grad_accum=0"])
-    assert load_config(TrainConfig, overrides=["trainable=[head.*]", "max_steps=7"]).max_steps == 7
+    assert load_config(TrainConfig, overrides=["max_steps=7"]).max_steps == 7
+    with pytest.raises(ConfigError, match="trainable"):  # the model's groups decide that (models/groups.py)
+        load_config(TrainConfig, overrides=["trainable=[head.*]"])
 
 
-def test_param_groups_and_trainable_patterns():
+def test_param_groups():
     model = ToyModel()
     groups = param_groups(model, TrainConfig(weight_decay=0.05))
     names = {id(p): n for n, p in model.named_parameters()}
@@ -68,10 +78,10 @@ def test_param_groups_and_trainable_patterns():
     assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
     assert decay == {"hidden.weight", "out.weight"}
     assert no_decay == {"query_tokens", "hidden.bias", "norm.weight", "norm.bias", "out.bias"}
-    assert select_trainable(model, ["out.*"]) == ["out.weight", "out.bias"]
-    assert not model.hidden.weight.requires_grad
-    with pytest.raises(ValueError, match="matches no trainable"):
-        select_trainable(ToyModel(), ["encoder.*"])  # frozen weights are never unfrozen
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        Trainer(model, ToyDataset(4), None, TrainConfig(max_steps=1), output_dir="unused")
 
 
 def test_lr_schedule():
@@ -229,7 +239,11 @@ def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     assert resumed.step == 6 and [r["step"] for r in read_metrics(config)] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in root.glob("*step_*")) == ["step_000003", "step_000006"]
     # a model whose trainable parameters differ is refused, never partially loaded
-    other = make_trainer(make_config(tmp_path, "other", trainable=["out.*"]))
+    torch.manual_seed(0)
+    out_only = ToyModel()
+    for name, p in out_only.named_parameters():
+        p.requires_grad_(name.startswith("out."))
+    other = make_trainer(make_config(tmp_path, "other"), model=out_only)
     with pytest.raises(ValueError, match="trainable parameters differ"):
         other.fit(resume=root)
     (root / "latest").write_text("step_000009")

@@ -1,63 +1,74 @@
-"""The assembled model (frozen encoders -> backend -> stage-1 objectives / frozen LLM) on synthetic clips."""
+"""The assembled model (frozen encoders -> backend -> retrieval heads / frozen LLM) on synthetic clips, its
+losses (videoqf.objectives) and its parameter groups (videoqf.models.groups)."""
+from dataclasses import replace
+
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from videoqf.config import load_config
+from _tiny import model_config
 from videoqf.data.config import DataConfig, build_dataset
 from videoqf.data.synthetic import load_tokenizer
 from videoqf.models.collate import CaptionCollate, tokenize
-from videoqf.models.config import ModelConfig
+from videoqf.models.groups import GroupError, lock
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.objectives import ModelWithLoss, build_objective
+from videoqf.objectives.caption import CaptionLoss
+from videoqf.objectives.stage1 import Stage1Loss
 
 VARIANTS = ["cascaded", "spatiotemporal", "framewise", "meanpool", "pooled"]
-
-
-def model_config(variant: str, tmp_path) -> ModelConfig:
-    """configs/synthetic.yaml's model section + the variant's file, smaller frames, a random tiny GPT-2."""
-    merged = OmegaConf.merge(OmegaConf.load("configs/synthetic.yaml"), OmegaConf.load(f"configs/variants/{variant}.yaml"))
-    path = tmp_path / f"{variant}.yaml"
-    path.write_text(OmegaConf.to_yaml({"model": merged.model}))
-    llm = ["model.llm.arch=causal", "model.llm.video_dim=128",
-           "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
-           "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}"]
-    from dataclasses import dataclass, field
-
-    @dataclass
-    class Only:
-        model: ModelConfig = field(default_factory=ModelConfig)
-
-    return load_config(Only, path, ["model.vision.image_size=64", *llm]).model
 
 
 @pytest.fixture(scope="module")
 def batch(synthetic_dir, tmp_path_factory):
     tok = load_tokenizer(synthetic_dir)
-    data = build_dataset(DataConfig(annotations=f"{synthetic_dir}/train.jsonl", num_frames=4, image_size=64,
-                                    num_workers=0))
+    data = build_dataset(DataConfig(annotations=f"{synthetic_dir}/train.jsonl", num_frames=4), image_size=64,
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     return tok, CaptionCollate(tok, 40)([data[i] for i in range(4)])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_both_stages_train_the_right_parts(variant, batch, tmp_path):
+def test_both_objectives_train_the_locked_parts(variant, batch, tmp_path):
     tok, b = batch
     torch.manual_seed(0)
     model = VideoLanguageModel(model_config(variant, tmp_path), tok)
-    for stage in (1, 2):
-        model.set_stage(stage)
+    for objective, groups in (("stage1", ["backend", "retrieval_heads"]), ("caption", ["backend", "projector"])):
+        trainable = lock(model, groups)
         model.zero_grad(set_to_none=True)
-        out = model(b)
+        out = ModelWithLoss(model, build_objective(objective, model))(b)
         assert torch.isfinite(out["loss"])
         out["loss"].backward()
         grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        assert not any(n.startswith(("vision.", "audio.", "bridge.llm.")) for n in grads)
+        assert grads <= set(trainable)
+        assert not any(n.startswith(("vision.", "audio.", "bridge.llm.")) for n in trainable)
         assert any(n.startswith("backend.") for n in grads)
-        if stage == 1:
+        if objective == "stage1":
             assert set(out["logs"]) >= {"vtc", "vtm", "vtg"}
-            assert any(n.startswith("stage1.") for n in grads)
+            assert any(n.startswith("retrieval_heads.") for n in grads)
         else:
             assert any(n.startswith("bridge.projector.") for n in grads)
-            assert not any(n.startswith("stage1.") for n in grads)
+            assert not any(n.startswith("retrieval_heads.") for n in trainable)
+
+
+def test_lock_trains_exactly_the_named_groups_and_names_what_is_wrong(batch, tmp_path):
+    tok, _ = batch
+    cfg = model_config("cascaded", tmp_path)
+    cfg.backend["video_qformer"] = {"num_layers": 3}  # head.top is the last layer whatever the depth
+    model = VideoLanguageModel(cfg, tok)
+    trainable = set(lock(model, ["backend", "retrieval_heads"], ["frame_qformer"]))
+    assert not any(n.startswith(("backend.frame_qformer.", "backend.ln_vision.")) for n in trainable)
+    assert any(n.startswith("backend.head.") for n in trainable)
+    model.train()
+    assert not model.backend.frame_qformer.training and model.backend.head.training  # frozen means eval mode
+    top = set(lock(model, ["head.top"]))
+    assert top and all(n.startswith("backend.head.layers.2.") for n in top)
+    assert not any(p.requires_grad for p in model.vision.parameters())  # never trainable, whatever the groups
+    with pytest.raises(GroupError, match="'projecter'"):
+        lock(model, ["projecter"])
+    with pytest.raises(GroupError, match="trains nothing"):
+        lock(model, ["frame_qformer"], ["backend"])
+    silent = VideoLanguageModel(replace(cfg, backend={**cfg.backend, "audio": False}, use_audio=False), tok)
+    with pytest.raises(GroupError, match="'audio_branch'"):
+        lock(silent, ["audio_branch"])
 
 
 def test_frozen_encoders_are_a_function_of_the_config(batch, tmp_path):
@@ -79,12 +90,11 @@ def test_the_instruction_changes_the_video_tokens_only_when_instruction_aware(aw
     cfg.llm.own_head = False  # the plain head's tokens, bit for bit (a copy reads them through folded projections)
     torch.manual_seed(0)
     model = VideoLanguageModel(cfg, tok).eval()
-    model.set_stage(2)
     prompts = {p: [p] * 4 for p in ("a video of", "what happens first")}
     with torch.no_grad():
         tokens = {p: model.encode_for_llm(b, v).tokens for p, v in prompts.items()}
         plain = model.encode(b).tokens
-        losses = {p: model({**b, "prompt": v})["loss"] for p, v in prompts.items()}
+        losses = {p: CaptionLoss()(model, {**b, "prompt": v})["loss"] for p, v in prompts.items()}
         captions = model.caption(b, prompts["a video of"], max_new_tokens=3)
     a, c = tokens.values()
     assert (a - c).abs().amax() > 1e-3 if aware else torch.equal(a, c) and torch.equal(a, plain)
@@ -104,9 +114,7 @@ def test_instruction_templates_are_drawn_per_item_and_seeded(synthetic_dir):
 
 def test_standardised_features_have_zero_mean_unit_std_over_the_fit_items(batch, tmp_path):
     tok, b = batch
-    from dataclasses import replace as dc_replace
-
-    cfg = dc_replace(model_config("cascaded", tmp_path), standardize_features=True)
+    cfg = replace(model_config("cascaded", tmp_path), standardize_features=True)
     model = VideoLanguageModel(cfg, tok)
     raw = model.raw_frame_features(b)
     assert torch.equal(model.frame_features(b), raw)  # identity before fitting
@@ -125,8 +133,7 @@ def test_head_captions_decode_greedily_with_the_cache(batch, tmp_path):
     model = VideoLanguageModel(model_config("cascaded", tmp_path), tok).eval()
     with torch.no_grad():
         vt = model.encode(b)
-        got = model.stage1.head_captions(model.backend, vt, eos_token_id=-1, pad_token_id=tok.pad_token_id,
-                                         max_new_tokens=6)
+        got = model.head_captions(vt, eos_token_id=-1, pad_token_id=tok.pad_token_id, max_new_tokens=6)
         ids = torch.full((b["frame_mask"].shape[0], 1), tok.bos_token_id)
         for _ in range(6):
             out = model.backend.head(context=vt.context, text_ids=ids, mode="causal")
@@ -148,7 +155,7 @@ def test_stage1_loss_does_not_depend_on_caption_padding_and_leaves_the_audio_bra
     tok, b = batch
     torch.manual_seed(0)
     model = VideoLanguageModel(model_config("cascaded", tmp_path), tok)
-    model.set_stage(1)
+    loss = Stage1Loss(model.config.objectives)
     calls = []
     model.backend.audio_branch.register_forward_hook(lambda *args: calls.append(1))
     pad = 9
@@ -157,7 +164,7 @@ def test_stage1_loss_does_not_depend_on_caption_padding_and_leaves_the_audio_bra
     losses = []
     for inputs in (b, padded):
         torch.manual_seed(1)  # the same hard negatives
-        losses.append(model(inputs)["loss"].detach())
+        losses.append(loss(model, inputs)["loss"].detach())
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)
     assert calls == []
     model.encode(b)  # the hook sees the branch where its tokens are used
@@ -171,8 +178,8 @@ def test_flatten_projector_takes_the_backends_token_count_and_keeps_every_llm_to
     model = VideoLanguageModel(cfg, tok)
     count = model.backend.num_output_tokens(4, audio=cfg.use_audio)
     assert model.bridge.projector.num_tokens == count
-    model.set_stage(2)
-    out = model(b)
+    lock(model, ["projector"])
+    out = CaptionLoss()(model, b)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and model.bridge.projector.net.weight.grad.abs().sum() > 0
     vt = model.encode(b)
@@ -207,12 +214,13 @@ def test_own_head_is_what_the_llm_reads_and_stage_2_leaves_the_retrieval_head_al
         torch.testing.assert_close(read.tokens[:, head:], vt.tokens[:, head:])  # the audio tokens
     torch.testing.assert_close(model.encode(b).tokens, vt.tokens)
 
-    model.train().set_stage(2)
-    model(b)["loss"].backward()
+    lock(model, ["projector", "llm_head.top"])
+    model.train()
+    CaptionLoss()(model, b)["loss"].backward()
     grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert any(n.startswith("llm_head.layers.") for n in grads)
     assert not any(n.startswith("backend.head.") for n in grads)
-    model.set_stage(1)
+    lock(model, ["backend", "retrieval_heads"])
     assert not any(p.requires_grad for p in model.llm_head.parameters())
 
     cfg.llm.instruction_aware = True  # the copy's text branch reads the instruction, as the head's would

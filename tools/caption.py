@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # so that stdout carries the results alone and --json output can be piped.
 with redirect_stdout(sys.stderr):
     from videoqf.data.errors import VideoDecodeError  # noqa: E402
+    from videoqf.llm.config import MAX_NEW_TOKENS  # noqa: E402
     from videoqf.recipes.checkpoint_model import caption_video, load_model  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--end", type=float, help="window end in seconds (clamped to the video's length)")
     ap.add_argument("--prompt", help="prompt for the LLM (default: the one it was trained with)")
     ap.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest caption, in LLM tokens")
     ap.add_argument("--json", action="store_true", help="one JSON object per line: path, window, caption")
     args = ap.parse_args(argv)
     model, cfg, ckpt = load_model(args.checkpoint)

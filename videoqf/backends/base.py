@@ -22,25 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from videoqf.qformer import CrossContext, QFormer, QFormerCache, QFormerConfig
-
-# Feature widths of the tiny presets (tests build random features of these widths).
-TINY_VISION_WIDTH = 48
-TINY_AUDIO_WIDTH = 40
-
-
-def tiny_qformer(**overrides) -> QFormerConfig:
-    """A 2-layer, 64-wide Q-Former config for tests and the embedded default; ``overrides`` replace any field.
-
-    Weights start at N(0, 0.08), about 1/sqrt(width) for these widths, not BERT's 0.02 (tuned for 768): at
-    0.02 a 128-wide layer's attention logits are ~0.06, so attention stays uniform and learns slowly. Stage 1
-    of the embedded default (cascaded, 100 steps, one seed each): VTC loss 2.53 / 2.02 / 1.44 / 1.80 at
-    0.02 / 0.04 / 0.08 / 0.14, and the matching loss leaves chance by step 300 at 0.08 (2026-12-01).
-    """
-    base = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, cross_attention_frequency=1,
-                encoder_width=TINY_VISION_WIDTH, num_queries=4, vocab_size=100, max_text_len=32,
-                initializer_range=0.08)
-    return QFormerConfig(**{**base, **overrides})
+from videoqf.qformer import CrossContext, QFormer, QFormerCache
 
 
 @dataclass
@@ -133,6 +115,10 @@ class VideoBackend(nn.Module):
     def num_output_tokens(self, num_frames: int, *, audio: bool = False) -> int:
         """M, the number of tokens handed to the LLM for a clip of ``num_frames`` frames."""
         raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, list[nn.Module]]:
+        """The backend's own parts by role, beyond ``backend`` / ``head`` / ``head.top`` (``videoqf.models.groups``)."""
+        return {}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for module in self.modules():

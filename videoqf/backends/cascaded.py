@@ -9,7 +9,7 @@ frame features --ln_vision--> frame Q-Former (BLIP-2's image Q-Former, shared ov
      --> audio Q-Former (2 layers, 8 queries) --> Linear to the head's width when different;
      appended after the video tokens; a clip without audio gets those tokens masked, not dropped.]
 
-Video-LLaMA freezes the image Q-Former (and ``ln_vision``): ``freeze_frame_qformer=True``.
+Video-LLaMA freezes the image Q-Former (and ``ln_vision``): a stage's ``freeze: [frame_qformer]``.
 Video-LLaMA gives the audio tokens their own LLM projection; here they share the video tokens' projector
 after the Linear, so the LLM bridge stays the same for every backend.
 """
@@ -21,7 +21,8 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from videoqf.backends.base import TINY_AUDIO_WIDTH, VideoBackend, VideoTokens, check_frames, run_head, tiny_qformer
+from videoqf.backends.base import VideoBackend, VideoTokens, check_frames, run_head
+from videoqf.backends.presets import SizePreset
 from videoqf.backends.frames import frame_queries
 from videoqf.backends.registry import register_backend
 from videoqf.modules.position import TemporalPositionEmbedding
@@ -40,7 +41,6 @@ class CascadedConfig:
     temporal_pe: bool = True
     pe_position: str = "queries"
     max_frames: int = 32
-    freeze_frame_qformer: bool = False
     audio: bool = True
     audio_qformer: QFormerConfig = field(
         default_factory=lambda: QFormerConfig(
@@ -61,14 +61,13 @@ class CascadedConfig:
             raise ValueError("cascaded.video_qformer is the head: it needs text_branch=True for VTC/VTM/VTG")
 
     @classmethod
-    def tiny(cls) -> "CascadedConfig":
+    def preset(cls, p: SizePreset) -> "CascadedConfig":
         return cls(
-            frame_qformer=tiny_qformer(text_branch=False),
-            video_qformer=tiny_qformer(encoder_width=64),
-            max_frames=8,
-            audio_qformer=tiny_qformer(hidden_size=32, encoder_width=TINY_AUDIO_WIDTH, num_queries=2,
-                                       text_branch=False),
-            max_audio_segments=4,
+            frame_qformer=p.q(text_branch=False),
+            video_qformer=p.q(encoder_width=p.qformer["hidden_size"]),
+            max_frames=p.max_frames,
+            audio_qformer=p.audio_q(),
+            max_audio_segments=p.max_audio_segments,
         )
 
 
@@ -78,8 +77,7 @@ class AudioBranch(nn.Module):
     def __init__(self, config: QFormerConfig, *, max_segments: int, out_width: int):
         super().__init__()
         self.norm = nn.LayerNorm(config.encoder_width)
-        # BERT's 0.02 here: the unit-scale frame table was measured on the video side only, and one cascaded run
-        # with it here too named the sound in 0.91 of the held-out captions against 0.99-1.00 before (2026-12-03)
+        # BERT's 0.02 here: the unit-scale table helped the frames only (docs/decisions.md)
         self.segment_position = TemporalPositionEmbedding(num_positions=max_segments, dim=config.encoder_width,
                                                           init_std=0.02)
         self.qformer = QFormer(config)
@@ -118,16 +116,14 @@ class CascadedBackend(VideoBackend):
             if config.audio
             else None
         )
-        if config.freeze_frame_qformer:
-            for module in (self.ln_vision, self.frame_qformer):
-                module.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "CascadedBackend":
-        super().train(mode)
-        if self.config.freeze_frame_qformer:  # frozen means eval mode too (no dropout), as Video-LLaMA
-            self.ln_vision.eval()
-            self.frame_qformer.eval()
-        return self
+    def parameter_groups(self) -> dict[str, list[nn.Module]]:
+        groups = {"frame_qformer": [self.ln_vision, self.frame_qformer]}
+        if self.frame_position is not None:
+            groups["temporal_pe"] = [self.frame_position]
+        if self.audio_branch is not None:
+            groups["audio_branch"] = [self.audio_branch]
+        return groups
 
     def num_output_tokens(self, num_frames: int, *, audio: bool = False) -> int:
         with_audio = audio and self.audio_branch is not None

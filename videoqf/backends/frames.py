@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from einops import rearrange, repeat
 
-from videoqf.backends.base import VideoBackend, check_frames, tiny_qformer
+from videoqf.backends.base import VideoBackend, check_frames
+from videoqf.backends.presets import SizePreset
 from videoqf.qformer import CrossContext, QFormer, QFormerConfig
 
 
@@ -76,8 +77,8 @@ class FrameQFormerConfig:
             raise ValueError("the frame Q-Former is the head here: it needs text_branch=True for VTC/VTM/VTG")
 
     @classmethod
-    def tiny(cls) -> "FrameQFormerConfig":
-        return cls(qformer=tiny_qformer())
+    def preset(cls, p: SizePreset) -> "FrameQFormerConfig":
+        return cls(qformer=p.q())
 
 
 class FrameHeadBackend(VideoBackend):

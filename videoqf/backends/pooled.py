@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from videoqf.backends.base import TINY_VISION_WIDTH, VideoBackend, VideoTokens, check_frames, run_head, tiny_qformer
+from videoqf.backends.base import VideoBackend, VideoTokens, check_frames, run_head
+from videoqf.backends.presets import SizePreset
 from videoqf.backends.registry import register_backend
 from videoqf.modules.pooling import patch_grid
 from videoqf.qformer import QFormer, QFormerConfig
@@ -53,8 +54,9 @@ class PooledConfig:
             raise ValueError("pooled.head is the head: it needs text_branch=True for VTC/VTM/VTG")
 
     @classmethod
-    def tiny(cls) -> "PooledConfig":
-        return cls(vision_width=TINY_VISION_WIDTH, spatial_grid=2, head=tiny_qformer(encoder_width=64))
+    def preset(cls, p: SizePreset) -> "PooledConfig":
+        return cls(vision_width=p.vision_width, spatial_grid=p.spatial_grid,
+                   head=p.q(encoder_width=p.qformer["hidden_size"]))
 
 
 class PooledBackend(VideoBackend):

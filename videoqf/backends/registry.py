@@ -12,11 +12,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from videoqf.backends.base import VideoBackend
+from videoqf.backends.presets import size_preset
 
 
 @dataclass(frozen=True)
 class BackendEntry:
-    """A registered builder and its config dataclass (which has a ``tiny()`` preset)."""
+    """A registered builder and its config dataclass (whose ``preset(SizePreset)`` gives the small sizes)."""
 
     builder: Callable[[Any], VideoBackend]
     config_class: type
@@ -44,12 +45,10 @@ def _entry(name: str) -> BackendEntry:
 
 
 def backend_config(name: str, overrides: Mapping | DictConfig | None = None, *, preset: str = "default"):
-    """The config dataclass of ``name`` (``preset``: "default" full size, or "tiny"), with ``overrides``
+    """The config dataclass of ``name`` (``preset``: "default" full size, or a name in ``PRESETS``), with ``overrides``
     (nested keys, e.g. from YAML) merged in; an unknown or mistyped key is an error (OmegaConf)."""
     cls = _entry(name).config_class
-    if preset not in ("default", "tiny"):
-        raise ValueError(f"unknown preset {preset!r}; expected 'default' or 'tiny'")
-    base = cls.tiny() if preset == "tiny" else cls()
+    base = cls() if preset == "default" else cls.preset(size_preset(preset))
     if not overrides:
         return base
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), overrides))

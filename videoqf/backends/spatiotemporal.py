@@ -26,8 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from einops import rearrange, repeat
+from torch import nn
 
-from videoqf.backends.base import VideoBackend, VideoTokens, check_frames, run_head, tiny_qformer
+from videoqf.backends.base import VideoBackend, VideoTokens, check_frames, run_head
+from videoqf.backends.presets import SizePreset
 from videoqf.backends.registry import register_backend
 from videoqf.modules.pooling import AttentivePooling, spatial_pool
 from videoqf.modules.position import TemporalPositionEmbedding
@@ -76,8 +78,11 @@ class SpatioTemporalConfig:
                        text_expert="semantic")
 
     @classmethod
-    def tiny(cls) -> "SpatioTemporalConfig":
-        return cls(qformer=tiny_qformer(num_queries=6), group_sizes=[2, 2, 2], pooling_hidden=16, max_frames=8)
+    def preset(cls, p: SizePreset) -> "SpatioTemporalConfig":
+        """Three expert groups of half the preset's query count each."""
+        group = p.qformer["num_queries"] // 2
+        return cls(qformer=p.q(num_queries=3 * group), group_sizes=[group] * 3, pooling_hidden=p.pooling_hidden,
+                   max_frames=p.max_frames)
 
 
 class SpatioTemporalBackend(VideoBackend):
@@ -97,6 +102,10 @@ class SpatioTemporalBackend(VideoBackend):
 
     def num_output_tokens(self, num_frames: int, *, audio: bool = False) -> int:
         return self.config.qformer.num_queries
+
+    def parameter_groups(self) -> dict[str, list[nn.Module]]:
+        parts = {"pooling": self.pooling, "temporal_pe": self.frame_position}
+        return {name: [module] for name, module in parts.items() if module is not None}
 
     def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
                 text_mask=None) -> VideoTokens:

@@ -1,10 +1,9 @@
 """Dataset and collate over the feature cache: ``VideoTextDataset``'s items with encoder outputs instead
 of decoded media (``videoqf.data.extract`` writes the cache, ``videoqf.data.feature_cache`` holds it).
 
-Item (T frames, S audio segments, N tokens, D width): features [T, N, D], frame_mask [T] bool,
-timestamps [T], audio_tokens [S, N, D] and audio_segment_mask [S] bool (when the cache has audio),
-caption, video_id, path, index: the same items, captions and skipping of unreadable videos as the
-wrapped ``VideoTextDataset``, which does the reading (``VideoTextDataset.read``).
+Items are those of the wrapped ``VideoTextDataset`` (the same captions and skipping of unreadable videos; it
+does the reading, ``VideoTextDataset.read``) with the encoders' outputs in place of the decoded media; the
+batch schema is ``videoqf.data.batch``.
 """
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from videoqf.data.annotations import VideoRecord
+from videoqf.data.batch import CACHED_AUDIO, CACHED_AUDIO_MASK, CACHED_FRAMES
 from videoqf.data.collate import collate_items
 from videoqf.data.dataset import VideoTextDataset
 from videoqf.data.errors import VideoDecodeError
@@ -36,13 +36,15 @@ class CachedFeatureDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
-    @property
-    def items(self) -> list[tuple[int, int]]:
-        return self.dataset.items
+    def record(self, index: int) -> VideoRecord:
+        return self.dataset.record(index)
+
+    def truncate(self, count: int) -> None:
+        self.dataset.truncate(count)
 
     @property
-    def records(self):
-        return self.dataset.records
+    def num_bad(self) -> int:
+        return self.dataset.num_bad
 
     def lookup(self, record: VideoRecord, rng: np.random.Generator) -> dict:
         """A record's cached tensors; a video the extraction could not read raises ``VideoDecodeError``."""
@@ -59,14 +61,11 @@ class CachedFeatureDataset(Dataset):
 
 
 def collate_cached(batch: list[dict]) -> dict:
-    """Stack cached items, padding T (and S) to the batch's longest with False in the masks.
-
-    features [B, T, N, D], frame_mask [B, T], timestamps [B, T], audio_tokens [B, S, N, D] and
-    audio_segment_mask [B, S] (only when the items have audio), caption, video_id [B], path, index [B].
-    """
-    out = {"features": pad_sequence([item["features"] for item in batch], batch_first=True), **collate_items(batch)}
-    if "audio_tokens" in batch[0]:
-        out["audio_tokens"] = pad_sequence([item["audio_tokens"] for item in batch], batch_first=True)
-        out["audio_segment_mask"] = pad_sequence([item["audio_segment_mask"] for item in batch], batch_first=True,
-                                                 padding_value=False)
+    """Stack cached items, padding T (and S) to the batch's longest with False in the masks (``videoqf.data.batch``)."""
+    out = {CACHED_FRAMES: pad_sequence([item[CACHED_FRAMES] for item in batch], batch_first=True),
+           **collate_items(batch)}
+    if CACHED_AUDIO in batch[0]:
+        out[CACHED_AUDIO] = pad_sequence([item[CACHED_AUDIO] for item in batch], batch_first=True)
+        out[CACHED_AUDIO_MASK] = pad_sequence([item[CACHED_AUDIO_MASK] for item in batch], batch_first=True,
+                                              padding_value=False)
     return out

@@ -1,11 +1,5 @@
-"""Batch ``VideoTextDataset`` items, padding frames and audio to the batch's longest with masks.
-
-Batch (B items, T = longest frame count, S = longest audio):
-frames [B, T, 3, H, W] (zeros where padded), frame_mask [B, T] bool, timestamps [B, T],
-audio [B, S] float (zeros for padding and for clips without audio) or None when no clip of the batch
-has audio, audio_mask [B, S] bool ([B, 0] when audio is None), caption list[str], video_id [B] long,
-path list[str], index [B] long.
-"""
+"""Batch ``VideoTextDataset`` items, padding frames and audio to the batch's longest with masks; the batch
+schema is ``videoqf.data.batch``."""
 from __future__ import annotations
 
 import torch

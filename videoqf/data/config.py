@@ -14,7 +14,8 @@ from videoqf.data.samplers import build_sampler
 
 @dataclass
 class DataConfig:
-    """``data.*`` keys. ``mean``/``std``/``image_size`` normally come from the vision encoder's data config."""
+    """``data.*`` keys. Frames are decoded at the vision encoder's own size and normalisation
+    (``build_dataset``'s ``image_size`` / ``mean`` / ``std``); the DataLoader's workers are ``train.num_workers``."""
 
     annotations: str = ""
     video_root: str | None = None  # None: the annotation file's folder
@@ -23,11 +24,9 @@ class DataConfig:
     sampler: str = "uniform"
     sampler_kwargs: dict = field(default_factory=dict)  # e.g. {"target_fps": 2.0} for "fps"
     num_frames: int = 8
-    image_size: int = 224
     audio: bool = True
     caption_mode: str = "random"
     max_bad_fraction: float = 0.01
-    num_workers: int = 2
     seed: int = 0
     features: str = ""  # a feature cache (tools/extract_features.py): read encoder outputs, decode nothing
     instructions: list[str] = field(default_factory=list)  # prompt templates, one per item (models/collate.py)
@@ -51,9 +50,10 @@ def config_sampler(cfg: DataConfig):
     return build_sampler(cfg.sampler, num_frames=cfg.num_frames, **cfg.sampler_kwargs)
 
 
-def build_dataset(cfg: DataConfig, *, expected_spec: CacheSpec | None = None,
-                  **clip_overrides) -> VideoTextDataset | CachedFeatureDataset:
-    """Dataset for ``cfg``; ``clip_overrides`` (``mean``, ``std``, ``image_size``, ``backend``) win over it.
+def build_dataset(cfg: DataConfig, *, image_size: int, mean, std, expected_spec: CacheSpec | None = None,
+                  **clip_kwargs) -> VideoTextDataset | CachedFeatureDataset:
+    """Dataset for ``cfg`` decoding frames at ``image_size`` with ``mean`` / ``std`` (the vision encoder's:
+    ``videoqf.recipes.features.clip_overrides``); ``clip_kwargs`` go to ``VideoTextDataset`` (``backend``).
 
     With ``cfg.features`` set, a ``CachedFeatureDataset`` over that cache, which must have been made with
     ``expected_spec`` (``cache_spec(cfg, model.vision, model.audio)``); another spec is refused.
@@ -66,9 +66,9 @@ def build_dataset(cfg: DataConfig, *, expected_spec: CacheSpec | None = None,
     extra = {"split": cfg.split} if cfg.split is not None else {}
     records = read_annotations(cfg.annotations, format=cfg.format, video_root=cfg.video_root, **extra)
     sampler = config_sampler(cfg)
-    kwargs = dict(image_size=cfg.image_size, audio=cfg.audio, max_bad_fraction=cfg.max_bad_fraction,
-                  caption_mode=cfg.caption_mode, seed=cfg.seed)
-    dataset = VideoTextDataset(records, sampler, **{**kwargs, **clip_overrides})
+    dataset = VideoTextDataset(records, sampler, image_size=image_size, mean=mean, std=std, audio=cfg.audio,
+                               max_bad_fraction=cfg.max_bad_fraction, caption_mode=cfg.caption_mode, seed=cfg.seed,
+                               **clip_kwargs)
     if cfg.features:
         return CachedFeatureDataset(dataset, FeatureCache(cfg.features, expected_spec))
     return dataset

@@ -77,6 +77,14 @@ class VideoTextDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def record(self, index: int) -> VideoRecord:
+        """The annotation record of item ``index``."""
+        return self.records[self.items[index][0]]
+
+    def truncate(self, count: int) -> None:
+        """Keep the first ``count`` items (evaluation on a subset)."""
+        self.items = self.items[:count]
+
     @property
     def num_bad(self) -> int:
         return len(self.bad_paths)

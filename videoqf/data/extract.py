@@ -1,8 +1,8 @@
 """Run the frozen encoders once over a dataset's clips and write their outputs to the feature cache.
 
 One cache entry per distinct clip (video path + window), whatever the number of its captions. Per clip:
-``features`` [T, N, D], ``frame_mask`` [T], ``timestamps`` [T] and, with an audio encoder,
-``audio_tokens`` [S, Na, Da] and ``audio_segment_mask`` [S], in the encoders' dtype. A deterministic
+``frame_features`` [T, N, D], ``frame_mask`` [T], ``timestamps`` [T] and, with an audio encoder,
+``audio_features`` [S, Na, Da] and ``audio_feature_mask`` [S], in the encoders' dtype. A deterministic
 sampler gives the frames the dataset would decode; a random one (``random_segment``, ``head_tail``) is
 drawn once per clip from ``sampler_seed`` and the clip's key, so the cache holds one fixed draw.
 Keys already in the cache are skipped (a killed run resumes); unreadable videos are counted, logged, and
@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from videoqf.data.annotations import VideoRecord
+from videoqf.data.batch import CACHED_AUDIO, CACHED_AUDIO_MASK, CACHED_FRAMES
 from videoqf.data.dataset import VideoTextDataset
 from videoqf.data.errors import VideoDecodeError
 from videoqf.data.feature_cache import CacheSpec, FeatureCacheWriter, cache_key
@@ -60,12 +61,12 @@ def _encode(clips: list[dict], vision, audio) -> list[dict[str, torch.Tensor]]:
     """Decoded clips -> per-clip tensors, one encoder pass per batch (frames padded to the longest)."""
     frames = pad_sequence([c["frames"] for c in clips], batch_first=True)  # [B, T, 3, H, W]
     features = vision(frames).cpu()  # [B, T, N, D]
-    out = [{"features": f[: len(c["frame_mask"])].clone(), "frame_mask": c["frame_mask"],
+    out = [{CACHED_FRAMES: f[: len(c["frame_mask"])].clone(), "frame_mask": c["frame_mask"],
             "timestamps": c["timestamps"]} for f, c in zip(features, clips)]
     if audio is not None:
         tokens, segment_mask = audio([c["audio"] for c in clips])  # [B, S, N, D], [B, S]
         for entry, t, m in zip(out, tokens.cpu(), segment_mask.cpu()):
-            entry["audio_tokens"], entry["audio_segment_mask"] = t, m
+            entry[CACHED_AUDIO], entry[CACHED_AUDIO_MASK] = t, m
     return out
 
 

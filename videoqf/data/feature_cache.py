@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 INDEX_NAME = "index.json"
 LOCK_NAME = ".writer.lock"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def cache_key(

@@ -29,6 +29,7 @@ from videoqf.eval.captions import caption_metrics
 from videoqf.eval.retrieval import retrieval_metrics, two_stage_retrieval_metrics
 from videoqf.eval.synthetic import (EVENT_SLOTS, caption_order_correct, caption_sound_correct, event_slot_counts,
                                     event_word_accuracy, pair_accuracy)
+from videoqf.llm.config import MAX_NEW_TOKENS
 from videoqf.llm.tokenizer import special_token_ids
 from videoqf.models.collate import tokenize
 from videoqf.qformer import CrossContext
@@ -72,7 +73,7 @@ def synthetic_caption_metrics(generated: list[str], references: list[list[str]],
 
 @torch.no_grad()
 def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: int = 16, pairs: dict | None = None,
-                   captions: bool = False, max_new_tokens: int = 32, num_beams: int = 1,
+                   captions: bool = False, max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = 1,
                    progress: bool = True) -> tuple[dict[str, float], list[dict]]:
     """Metrics on ``dataset`` (one item per clip: ``caption_mode="first"``) and per-clip samples
     (path, reference, generated caption)."""
@@ -89,17 +90,17 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
         return collate(kept) if kept else None
 
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=each_clip_once, num_workers=0)
-    feats, contexts, record_ids, generated, head_generated = [], [], [], [], []
+    feats, contexts, records, generated, head_generated = [], [], [], [], []
     llm_tokens, llm_masks, llm_prompts = [], [], []  # what the LLM reads of each clip (captions, pair likelihoods)
     special = special_token_ids(model.tokenizer)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if batch is None:
             continue
         vt = model.encode(batch)
-        feats.append(model.stage1.video_features(vt))
+        feats.append(model.video_features(vt))
         contexts.append(vt.context)
-        record_ids += [dataset.items[int(i)][0] for i in batch["index"]]
-        head_ids = model.stage1.head_captions(model.backend, vt, eos_token_id=special.eos, pad_token_id=special.pad,
+        records += [dataset.record(int(i)) for i in batch["index"]]
+        head_ids = model.head_captions(vt, eos_token_id=special.eos, pad_token_id=special.pad,
                                               max_new_tokens=max_new_tokens)
         head_generated += model.tokenizer.batch_decode(head_ids, skip_special_tokens=True)
         if captions:
@@ -110,24 +111,22 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
             llm_tokens.append(read.tokens)
             llm_masks.append(read.mask)
             llm_prompts += prompts or []  # the collate gives every batch prompts, or none
-    records = [dataset.records[r] for r in record_ids]
     texts, text_to_video = [], []
     for v, rec in enumerate(records):
         texts += rec.captions
         text_to_video += [v] * len(rec.captions)
     max_len = model.config.max_text_len
     ids, mask = tokenize(model.tokenizer, texts, max_len)
-    text_feat = torch.cat([model.stage1.text_features(model.backend, ids[i : i + batch_size], mask[i : i + batch_size])
+    text_feat = torch.cat([model.text_features(ids[i : i + batch_size], mask[i : i + batch_size])
                            for i in range(0, len(texts), batch_size)])
     video_feat = torch.cat(feats)
     sim = einsum(text_feat, video_feat, "t d, v q d -> t v q").amax(-1)
     context = concat_contexts(contexts)
 
     def match(text_idx: torch.Tensor, video_idx: torch.Tensor) -> torch.Tensor:
-        return model.stage1.matching_scores(model.backend, context.select(video_idx), ids[text_idx], mask[text_idx])
+        return model.matching_scores(context.select(video_idx), ids[text_idx], mask[text_idx])
 
-    unreadable = getattr(dataset, "dataset", dataset).num_bad  # the cached dataset reads through the video one
-    metrics = {"clips": len(records), "unreadable_skipped": unreadable}
+    metrics = {"clips": len(records), "unreadable_skipped": dataset.num_bad}
     metrics.update({f"vtc_{k}": v for k, v in retrieval_metrics(sim, text_to_video).items() if k.endswith("_r1")})
     metrics.update(two_stage_retrieval_metrics(sim, text_to_video, match, rerank_k))
     if pairs:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from videoqf.llm.config import LLMConfig
+from videoqf.llm.config import MAX_NEW_TOKENS, LLMConfig
 from videoqf.llm.frozen_lm import FrozenLLM
 from videoqf.llm.projector import Projector
 from videoqf.llm.tokenizer import load_tokenizer, special_token_ids
@@ -79,16 +79,18 @@ class VideoLLMBridge(nn.Module):
             raise ValueError("encoder-decoder LLM config has no decoder_start_token_id")
 
     @classmethod
-    def from_config(cls, config: LLMConfig, *, tokenizer=None, num_tokens: int | None = None) -> "VideoLLMBridge":
-        """tokenizer: an already loaded tokenizer, else read from config.tokenizer_path or config.path.
-        num_tokens: how many video tokens the backend hands over (the "flatten" projector needs it)."""
+    def from_config(cls, config: LLMConfig, *, video_dim: int, tokenizer=None,
+                    num_tokens: int | None = None) -> "VideoLLMBridge":
+        """video_dim: width of the backend's tokens. tokenizer: an already loaded tokenizer, else read from
+        config.tokenizer_path or config.path. num_tokens: how many video tokens the backend hands over (the
+        "flatten" projector needs it)."""
         if tokenizer is None:
             source = config.tokenizer_path or config.path
             if source is None:
                 raise ValueError("LLMConfig built from model_config needs tokenizer_path (or pass tokenizer=)")
             tokenizer = load_tokenizer(source)
         llm = FrozenLLM.from_config(config)
-        projector = Projector.from_config(config.video_dim, llm.embed_dim, config.projector, num_tokens=num_tokens)
+        projector = Projector.from_config(video_dim, llm.embed_dim, config.projector, num_tokens=num_tokens)
         return cls(
             projector=projector,
             llm=llm,
@@ -215,7 +217,7 @@ class VideoLLMBridge(nn.Module):
         video_mask: torch.Tensor | None = None,
         prompts: list[str] | None = None,
         *,
-        max_new_tokens: int = 30,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         num_beams: int = 1,
         do_sample: bool = False,
         top_p: float = 0.9,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ARCHS = ("causal", "seq2seq")
+MAX_NEW_TOKENS = 32  # generation's default caption length, for the LLM and the head alike
 PROJECTOR_KINDS = ("linear", "mlp", "flatten")
 
 
@@ -32,21 +33,20 @@ class LLMConfig:
     AutoModelForSeq2SeqLM). Exactly one of `path` (a LOCAL directory written by save_pretrained)
     and `model_config` (keyword arguments of `AutoConfig.for_model`, `model_type` included:
     random weights, for tests) is set. tokenizer_path: local tokenizer directory or
-    tokenizer.json; None means `path`. video_dim: width of the backend's tokens.
+    tokenizer.json; None means `path`.
     prompt: the default prompt, used when a batch brings none. instruction_aware: InstructBLIP's
     option; the bridge then hands the prompt back for the Q-Former's text branch.
     max_text_len: prompts and captions are truncated to this many tokens.
     own_head: the LLM reads the queries of its own copy of the backend's head, made from the stage-1 head when
-    stage 2 starts and trained there (``stages.stage2_trainable``), instead of the head itself. BLIP-2 trains the
-    whole Q-Former in stage 2; here the original head keeps what stage 1 taught it, so retrieval (VTC / VTM on
-    the head) does not drift with the captioning loss.
+    the caption stage starts and trained there (its ``train: [llm_head.top]``), instead of the head itself.
+    BLIP-2 trains the whole Q-Former in stage 2; here the original head keeps what stage 1 taught it, so
+    retrieval (VTC / VTM on the head) does not drift with the captioning loss.
     """
 
     arch: str = "causal"
     path: str | None = None
     model_config: dict[str, Any] | None = None
     tokenizer_path: str | None = None
-    video_dim: int = 768
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     prompt: str = ""
     instruction_aware: bool = False
@@ -78,27 +78,19 @@ class CaptionLMConfig:
     random_offset: bool = True
     # Soft-prompt pre-training (videoqf/llm/prefix_encoder.py): each caption is decoded from this many
     # vectors a caption encoder makes from it (0: captions alone), except a plain_fraction of them, which
-    # start from nothing. The embedded default (cascaded, same stage 1, projection trained in stage 2),
-    # caption-only LM -> this one: held-out CIDEr 1.35 -> 2.49, event word acc 0.32 -> 0.38, caption sound
-    # acc 0.33 -> 0.42 (one run each, 2026-12-02); with the caption-only LM every clip got the same caption.
+    # start from nothing; the LM then reads a soft prompt as stage 2 gives it one (docs/decisions.md).
     prefix_slots: int = 12
-    # How well the LM decodes held-out captions from their own prefix (the ceiling of stage 2's captions,
-    # 100 held-out clips of the default world, greedy, exact caption): 0.01 with 20% plain examples, slot
-    # queries at N(0, 0.02) and 600 steps; 0.01 too with no plain examples alone; 0.39 with no plain examples
-    # and N(0, 1) slots; 0.79 at 1000 steps (one run each, 2026-12-02; scratch harness, not in benchmarks/).
+    # plain examples lower how well the LM decodes captions from their own prefix, the ceiling of stage 2
     plain_fraction: float = 0.0
     # N(0, init_std) weights, not GPT-2's 0.02 (tuned for 768 wide): at 128 wide the decoder learns to read
-    # the prefix far faster (a 4-slot prototype of this pre-training: loss after 600 steps 0.24 at 0.08, 0.43
-    # at 0.02)
+    # the prefix far faster
     init_std: float = 0.08
-    # GPT-2's dropout (0.1) and tanh-approximated GELU cost a fifth of each step: 101 vs 128 ms (mean of two
-    # 60-step runs). Without them (exact GELU, no dropout) the oracle-prefix exact-caption rate is 0.92
-    # against 0.79 (1000 steps, same harness as above, one run each, 2026-12-02).
+    # GPT-2's dropout and tanh-approximated GELU cost a fifth of each step and lower the prefix ceiling
     dropout: float = 0.0
     activation: str = "gelu"
     steps: int = 1000
     batch_size: int = 32
-    lr: float = 3e-3  # 6e-3 fails (oracle-prefix exact 0.00 at 600 steps)
+    lr: float = 3e-3  # twice this fails to learn the prefix (docs/decisions.md)
     weight_decay: float = 0.01
     warmup_steps: int = 20
     seed: int = 0

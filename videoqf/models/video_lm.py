@@ -1,20 +1,21 @@
-"""The whole video-language model: frozen encoders -> backend -> stage-1 objectives or frozen LLM.
+"""The whole video-language model: frozen encoders -> backend -> retrieval heads and frozen LLM.
 
-``VideoLanguageModel(batch)`` returns ``{"loss", "logs", "query_output"}`` (what ``videoqf.train``
-expects). ``stage`` selects the objective: 1 trains the backend with VTC / VTM / VTG; 2 trains the
-backend and the projector through the frozen LLM's captioning loss (BLIP-2's second stage). A batch
-brings either decoded ``frames`` (the frozen encoders run here, under no_grad) or cached encoder
-outputs ``features`` / ``audio_tokens`` (``videoqf.data.feature_cache``), with the same results.
+The model computes, the losses (``videoqf.objectives``) and evaluation read its public passes:
+``encode`` (the backend's ``VideoTokens``), ``encode_for_llm`` (what the LLM reads), ``head_text_cls`` /
+``head_match_output`` / ``head_generation_logits`` (the head's three text passes), ``text_features`` /
+``video_features`` / ``matching_scores`` (retrieval), ``head_captions`` and ``caption`` (generation). A batch
+follows ``videoqf.data.batch`` (decoded media or cached features, the same results either way).
 
-Instruction-aware option (InstructBLIP, Dai et al., 2023; ``model.llm.instruction_aware``): in stage 2
-and in ``caption`` the prompt (``batch["prompt"]``, else the LLM's default prompt) is tokenized with the
-model's tokenizer and handed to the backend as ``text_ids`` / ``text_mask``, so the head runs
-``[queries; instruction]`` bi-directionally and the video tokens depend on the instruction. Stage 1
-stays instruction-free (BLIP-2's pre-training, as InstructBLIP starts from it).
+What trains is set by ``videoqf.models.groups.lock`` over ``parameter_groups()``, from the stage config.
+
+Instruction-aware option (InstructBLIP, Dai et al., 2023; ``model.llm.instruction_aware``): in the caption
+stage and in ``caption`` the prompt (``batch["prompt"]``, else the LLM's default prompt) is tokenized with the
+Q-Former's tokenizer and handed to the backend, so the head runs ``[queries; instruction]`` bi-directionally
+and the video tokens depend on the instruction. Stage 1 stays instruction-free (BLIP-2's pre-training).
 
 Own head option (``model.llm.own_head``): the LLM reads the queries of ``llm_head``, a copy of the backend's
-head made from the stage-1 head when stage 2 starts (``videoqf.recipes.run``); stage 2 may train it while the
-backend's head, which retrieval reads, keeps what stage 1 learned.
+head made from the stage-1 head when the caption stage starts (``videoqf.recipes.run``); that stage may train
+it while the backend's head, which retrieval reads, keeps what stage 1 learned.
 """
 from __future__ import annotations
 
@@ -26,13 +27,26 @@ from torch import nn
 
 from videoqf.backends import VideoTokens, backend_config, build_backend
 from videoqf.backends.base import run_head
+from videoqf.data.batch import CACHED_AUDIO, CACHED_AUDIO_MASK, CACHED_FRAMES
 from videoqf.llm.bridge import VideoLLMBridge
+from videoqf.llm.config import MAX_NEW_TOKENS
 from videoqf.models.collate import tokenize
 from videoqf.models.config import ModelConfig
 from videoqf.models.frozen import build_frozen_encoders
-from videoqf.models.stage1 import Stage1Objectives
+from videoqf.models.groups import named_groups
 from videoqf.modules.standardize import TokenStandardizer
+from videoqf.objectives.vtc import VideoTextContrastive
+from videoqf.objectives.vtm import VideoTextMatching
 from videoqf.qformer import CrossContext
+
+
+class RetrievalHeads(nn.Module):
+    """BLIP-2's retrieval heads over the head Q-Former: VTC's projections and temperature, VTM's matching head."""
+
+    def __init__(self, hidden_size: int, config):
+        super().__init__()
+        self.vtc = VideoTextContrastive.from_config(hidden_size, config)
+        self.vtm = VideoTextMatching(hidden_size)
 
 
 class VideoLanguageModel(nn.Module):
@@ -40,7 +54,6 @@ class VideoLanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.stage = 1
         self.vision, self.audio = build_frozen_encoders(config) if encoders else (None, None)
         self.backend = build_backend(config.variant, backend_config(config.variant, config.backend,
                                                                     preset=config.preset))
@@ -50,16 +63,16 @@ class VideoLanguageModel(nn.Module):
                              f"{head_vocab}: raise model.backend.<head qformer>.vocab_size")
         if tokenizer.bos_token_id is None:
             raise ValueError("the tokenizer has no BOS token, which VTG decodes from")
-        self.stage1 = Stage1Objectives(self.backend.hidden_size, config.objectives,
-                                       bos_token_id=tokenizer.bos_token_id)
-        self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer, num_tokens=self._fixed_token_count())
+        self.bos_token_id = tokenizer.bos_token_id
+        self.retrieval_heads = RetrievalHeads(self.backend.hidden_size, config.objectives)
+        self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer, video_dim=self.backend.hidden_size,
+                                                  num_tokens=self._fixed_token_count())
                        if config.llm is not None else None)
         self.llm_head = copy.deepcopy(self.backend.head) if config.llm is not None and config.llm.own_head else None
         if self.llm_head is not None:
             if not self.backend.tokens_are_head_pass:
                 raise ValueError(f"model.llm.own_head: the {config.variant!r} backend's tokens are not one pass of "
                                  "its head, so a copy of the head cannot stand in for it")
-            self.llm_head.requires_grad_(False)
         self.vision_norm = self.audio_norm = None
         if config.standardize_features:
             if self.vision is None:
@@ -67,6 +80,9 @@ class VideoLanguageModel(nn.Module):
             self.vision_norm = TokenStandardizer(self.vision.num_tokens, self.vision.output_dim)
             if self.audio is not None:
                 self.audio_norm = TokenStandardizer(self.audio.num_tokens, self.audio.output_dim)
+        # what no stage may train: the frozen encoders, the LLM, a fixed temperature
+        self.fixed_parameters = frozenset(n for n, p in self.named_parameters() if not p.requires_grad)
+        self.frozen_modules: list[nn.Module] = []
 
     def _fixed_token_count(self) -> int | None:
         """How many tokens the backend hands the LLM, for a projector that needs it (else None)."""
@@ -78,22 +94,16 @@ class VideoLanguageModel(nn.Module):
                              f"{self.config.variant!r} backend hands the LLM a number that grows with the frames")
         return counts.pop()
 
-    def set_stage(self, stage: int) -> None:
-        """Select the objective and what is trainable: stage 1 trains the backend and the stage-1 heads,
-        stage 2 the backend, the projector and the LLM's own head when there is one (the LLM and the encoders
-        stay frozen throughout)."""
-        if stage not in (1, 2):
-            raise ValueError(f"stage must be 1 or 2, got {stage}")
-        if stage == 2 and self.bridge is None:
-            raise ValueError("stage 2 needs model.llm (a local LLM directory or config)")
-        self.stage = stage
-        for p in self.stage1.parameters():
-            p.requires_grad_(stage == 1)
-        if self.bridge is not None:
-            for p in self.bridge.projector.parameters():
-                p.requires_grad_(stage == 2)
-        if self.llm_head is not None:
-            self.llm_head.requires_grad_(stage == 2)
+    def parameter_groups(self) -> dict[str, list[nn.Module]]:
+        """The trainable parts by role (``videoqf.models.groups``); a part this model lacks has no entry."""
+        return named_groups(self.backend, self.retrieval_heads, None if self.bridge is None else self.bridge.projector,
+                            self.llm_head)
+
+    def train(self, mode: bool = True) -> "VideoLanguageModel":
+        super().train(mode)
+        for module in self.frozen_modules:  # frozen means eval mode too (no dropout)
+            module.eval()
+        return self
 
     def copy_head_for_llm(self) -> None:
         """Start the LLM's own head (``model.llm.own_head``) from the backend's head as it is now."""
@@ -103,19 +113,19 @@ class VideoLanguageModel(nn.Module):
 
     # -- features --------------------------------------------------------------------------------
     def raw_frame_features(self, batch: dict) -> torch.Tensor:
-        """[B, T, N, Dv] from ``batch["features"]`` (cache) or the frozen vision encoder on ``frames``."""
-        if "features" in batch:
-            return batch["features"]
+        """[B, T, N, Dv] from the cache's ``frame_features`` or the frozen vision encoder on ``frames``."""
+        if CACHED_FRAMES in batch:
+            return batch[CACHED_FRAMES]
         if self.vision is None:
-            raise ValueError("this model was built without encoders: the batch must bring cached 'features'")
+            raise ValueError(f"this model was built without encoders: the batch must bring cached {CACHED_FRAMES!r}")
         return self.vision(batch["frames"])
 
     def raw_audio_features(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Audio tokens [B, S, Na, Da] and segment mask [B, S] (cache or frozen audio encoder), or None."""
         if not self.config.use_audio:
             return None, None
-        if "audio_tokens" in batch:
-            return batch["audio_tokens"], batch["audio_segment_mask"]
+        if CACHED_AUDIO in batch:
+            return batch[CACHED_AUDIO], batch[CACHED_AUDIO_MASK]
         if self.audio is None:
             return None, None
         batch_size = batch["frame_mask"].shape[0]
@@ -182,22 +192,71 @@ class VideoLanguageModel(nn.Module):
         queries, _ = run_head(self.llm_head, context, *self._instruction_ids(instructions, vt.tokens.device))
         return replace(vt, tokens=torch.cat([queries, vt.tokens[:, vt.head_queries:]], dim=1), query_cache=None)
 
-    # -- training --------------------------------------------------------------------------------
-    def forward(self, batch: dict) -> dict:
-        if self.stage == 1:  # the losses read the head's queries alone, so the audio branch would run for nothing
-            vt = self.encode(batch, audio=False)
-            out = self.stage1(self.backend, vt, batch["text_ids"], batch["text_mask"], batch["video_id"])
+    # -- the head's text passes (the stage-1 losses and retrieval read these) -----------------------
+    def head_text_cls(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L] ids -> [B, H]: the text's first token from a text-only pass of the head."""
+        return self.backend.head(text_ids=text_ids, text_mask=text_mask).text_output[:, 0]
+
+    def head_match_output(self, context: CrossContext, text_ids: torch.Tensor, text_mask: torch.Tensor
+                          ) -> torch.Tensor:
+        """[B, Q, H] query outputs of the head over ``[queries; text]``, bi-directionally, on ``context``."""
+        return self.backend.head(context=context, text_ids=text_ids, text_mask=text_mask,
+                                 mode="bidirectional").query_output
+
+    def head_generation_logits(self, vt: VideoTokens, decoder_ids: torch.Tensor, text_mask: torch.Tensor
+                               ) -> torch.Tensor:
+        """[B, L, V] logits of the head decoding ``decoder_ids`` causally while seeing all queries (VTG); the
+        queries' keys/values come from the query pass's cache when the backend kept one."""
+        head = self.backend.head
+        if vt.query_cache is not None:
+            out = head(text_ids=decoder_ids, text_mask=text_mask, mode="causal", past_key_values=vt.query_cache)
         else:
-            vt = self.encode_for_llm(batch, batch.get("prompt"))
-            lm = self.bridge(vt.tokens, vt.mask, batch["caption"], batch.get("prompt"))
-            out = {"loss": lm.loss, "logs": {"lm": lm.loss.detach()}}
-        out["query_output"] = vt.contrastive_tokens.detach()
-        return out
+            out = head(context=vt.context, text_ids=decoder_ids, text_mask=text_mask, mode="causal")
+        return head.lm_logits(out.text_output)
+
+    # -- retrieval -------------------------------------------------------------------------------
+    def text_features(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L] ids -> [B, D] unit-norm contrastive text embeddings."""
+        return self.retrieval_heads.vtc.embed_text(self.head_text_cls(text_ids, text_mask))
+
+    def video_features(self, vt: VideoTokens) -> torch.Tensor:
+        """[B, Q, D] unit-norm contrastive video embeddings (one per head query)."""
+        return self.retrieval_heads.vtc.embed_video(vt.contrastive_tokens)
+
+    def matching_scores(self, context: CrossContext, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Probability that each (video, text) row pair matches: [B]."""
+        logits = self.retrieval_heads.vtm.itm_head(self.head_match_output(context, text_ids, text_mask)).mean(dim=1)
+        return logits.softmax(-1)[:, 1]
+
+    # -- generation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def head_captions(self, vt: VideoTokens, *, eos_token_id: int, pad_token_id: int,
+                      max_new_tokens: int = MAX_NEW_TOKENS) -> torch.Tensor:
+        """Greedy VTG decoding by the head alone (BLIP-2's ITG branch as a captioner): [B, <= max_new_tokens]
+        ids after BOS, ``pad_token_id`` once a row has produced ``eos_token_id``. It says how much of the
+        caption stage 1 grounds in the video before any LLM is involved."""
+        head = self.backend.head
+        batch = vt.tokens.shape[0]
+        ids = torch.full((batch, 1), self.bos_token_id, dtype=torch.long, device=vt.tokens.device)
+        cache, step_ids = vt.query_cache, ids
+        done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            if cache is not None:  # the queries' (and earlier text's) keys/values are reused
+                out = head(text_ids=step_ids, mode="causal", past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+            else:  # no query cache (an instructed head, framewise, meanpool): rerun the whole prefix
+                out = head(context=vt.context, text_ids=ids, mode="causal")
+            step_ids = head.lm_logits(out.text_output[:, -1:]).argmax(-1).masked_fill(done[:, None], pad_token_id)
+            ids = torch.cat([ids, step_ids], dim=1)
+            done |= step_ids[:, 0] == eos_token_id
+            if done.all():
+                break
+        return ids[:, 1:]
 
     @torch.no_grad()
     def caption(self, batch: dict, prompts: list[str] | None = None, **generate_kwargs) -> list[str]:
-        """Captions from the frozen LLM for a batch of clips (stage 2). prompts: B strings, else the
-        batch's ``prompt``, else the default prompt."""
+        """Captions from the frozen LLM for a batch of clips. prompts: B strings, else the batch's ``prompt``,
+        else the default prompt; ``generate_kwargs`` are transformers' generation keywords."""
         if self.bridge is None:
             raise ValueError("captioning needs model.llm")
         prompts = prompts if prompts is not None else batch.get("prompt")

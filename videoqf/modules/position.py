@@ -20,9 +20,7 @@ class TemporalPositionEmbedding(nn.Module):
 
     The table starts at N(0, 1), ``nn.Embedding``'s own init, which Video-LLaMA's frame position embedding
     keeps: the vectors are added to LayerNorm-ed query outputs of unit scale, and at BERT's 0.02 the frames
-    look alike until training has grown them. Embedded cascaded default, stage 1, one run each: the head's
-    own captions get 0.57 of the events' words right against 0.50 at 0.02, the direction / new colour 0.34
-    against 0.17 (2026-12-03).
+    look alike until training has grown them (docs/decisions.md).
     """
 
     def __init__(self, *, num_positions: int, dim: int, init_std: float = 1.0):

@@ -20,6 +20,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 
+from videoqf.qformer import CrossContext
+
 
 class _ContiguousGrad(torch.autograd.Function):
     """Identity whose backward makes the gradient contiguous (see the module docstring)."""
@@ -80,3 +82,12 @@ def gather_texts(text_ids: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch
     dist.all_reduce(length, op=dist.ReduceOp.MAX)
     pad = (0, int(length) - text_ids.shape[1])
     return gather_cat(F.pad(text_ids, pad), with_grad=False), gather_cat(F.pad(text_mask, pad), with_grad=False)
+
+
+def gather_context(context: CrossContext) -> CrossContext:
+    """Every rank's cross-attention keys/values (with gradient), so VTM can pair across the global batch."""
+    if get_world_size() == 1:
+        return context
+    kv = [(gather_cat(k), gather_cat(v)) for k, v in context.kv]
+    mask = None if context.mask is None else gather_cat(context.mask, with_grad=False)
+    return CrossContext(kv=kv, mask=mask)

@@ -8,12 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from videoqf.config import load_config
 from videoqf.data.collate import collate_clips
 from videoqf.data.config import config_sampler
 from videoqf.data.video import load_clip
 from videoqf.experiment import ExperimentConfig
+from videoqf.llm.config import MAX_NEW_TOKENS
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.io import load_learned
 from videoqf.models.video_lm import VideoLanguageModel
@@ -23,14 +25,20 @@ from videoqf.train.checkpoint import resolve_checkpoint
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from itself, a stage directory or a run directory (its last stage)."""
+    """A checkpoint directory from itself, a stage directory or a run directory (its last stage that has a
+    checkpoint, in the order of the run's ``experiment.yaml``)."""
     path = Path(path)
-    if (path / CONFIG_NAME).is_file():
+    if (path / "learned").is_dir():
         return path
-    for candidate in (path / "stage2", path / "stage1", path):
-        if (candidate / "checkpoints").is_dir():
-            return resolve_checkpoint(candidate / "checkpoints")
-    raise FileNotFoundError(f"no checkpoint under {path} (expected {CONFIG_NAME} or stage*/checkpoints)")
+    if (path / "checkpoints").is_dir():
+        return resolve_checkpoint(path / "checkpoints")
+    if (path / CONFIG_NAME).is_file():
+        stages = list(OmegaConf.load(path / CONFIG_NAME).get("stages", {}))
+        for name in reversed(stages):
+            if (path / name / "checkpoints").is_dir():
+                return resolve_checkpoint(path / name / "checkpoints")
+    raise FileNotFoundError(f"no checkpoint under {path} (expected a checkpoint, a stage directory with "
+                            f"checkpoints/, or a run directory with {CONFIG_NAME})")
 
 
 def load_model(path: str | Path) -> tuple[VideoLanguageModel, ExperimentConfig, Path]:
@@ -41,7 +49,6 @@ def load_model(path: str | Path) -> tuple[VideoLanguageModel, ExperimentConfig, 
     cfg = load_config(ExperimentConfig, ckpt / CONFIG_NAME, overrides)
     model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
     load_learned(model, ckpt / "learned")
-    model.set_stage(2 if model.bridge is not None else 1)
     return model.eval(), cfg, ckpt
 
 
@@ -57,7 +64,7 @@ def clip_batch(model: VideoLanguageModel, cfg: ExperimentConfig, path: str, *, s
 
 @torch.no_grad()
 def caption_video(model: VideoLanguageModel, cfg: ExperimentConfig, path: str, *, start=None, end=None,
-                  prompt: str | None = None, beams: int = 1, max_new_tokens: int = 32) -> tuple[str, tuple]:
+                  prompt: str | None = None, beams: int = 1, max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[str, tuple]:
     batch = clip_batch(model, cfg, path, start=start, end=end)
     text = model.caption(batch, prompts=None if prompt is None else [prompt], num_beams=beams,
                          max_new_tokens=max_new_tokens)[0]

@@ -11,7 +11,7 @@ from dataclasses import replace
 from videoqf.config import to_yaml
 from videoqf.data.config import DataConfig, build_dataset, cache_spec
 from videoqf.data.extract import ExtractStats, extract_features
-from videoqf.data.feature_cache import CacheSpec
+from videoqf.data.feature_cache import FORMAT_VERSION, CacheSpec
 
 
 def config_digest(parts) -> str:
@@ -21,8 +21,9 @@ def config_digest(parts) -> str:
 
 def feature_digest(cfg) -> str:
     """A short name for everything an experiment's cached features depend on (data, encoders, seed)."""
-    parts = {"annotations": cfg.data.annotations, "sampler": cfg.data.sampler, "sampler_kwargs": cfg.data.sampler_kwargs,
-             "num_frames": cfg.data.num_frames, "audio": cfg.data.audio and cfg.model.use_audio,
+    parts = {"format": FORMAT_VERSION, "annotations": cfg.data.annotations, "sampler": cfg.data.sampler,
+             "sampler_kwargs": cfg.data.sampler_kwargs, "num_frames": cfg.data.num_frames,
+             "audio": cfg.data.audio and cfg.model.use_audio,
              "vision": cfg.model.vision, "audio_encoder": cfg.model.audio, "seed": cfg.model.frozen_init_seed}
     return config_digest(parts)
 

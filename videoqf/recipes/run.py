@@ -1,9 +1,14 @@
-"""Run an experiment: stage 1 and / or stage 2 under the DeepSpeed trainer, then evaluation.
+"""Run an experiment: its stages, in order, under the DeepSpeed trainer, then evaluation.
 
-A run directory holds ``stage1/`` and ``stage2/`` (each with ``checkpoints/``, ``metrics.jsonl`` and
-``tensorboard/``), and ``results.json``. Every checkpoint is self-contained: the experiment config
-(``experiment.yaml``), the tokenizer, the frozen LLM and the learned weights (``model.safetensors``)
-lie beside DeepSpeed's files, which is what ``tools/caption.py`` and ``tools/evaluate.py`` read.
+The recipe loop (``run_experiment``) does, for each selected stage of ``cfg.stages``: build the stage's loss
+(``videoqf.objectives.build_objective``), lock the model to the stage's parameter groups
+(``videoqf.models.groups.lock``) and train it with ``videoqf.train.Trainer``.
+
+A run directory holds ``experiment.yaml`` and one folder per stage (``stage1/``, ``stage2/``, ...: each with
+``checkpoints/``, ``metrics.jsonl`` and ``tensorboard/``), and ``results.json``. Every checkpoint is
+self-contained: the experiment config (``experiment.yaml``), the tokenizer, the frozen LLM and the learned
+weights (``learned/model.safetensors``) lie beside DeepSpeed's files, which is what ``tools/caption.py`` and
+``tools/evaluate.py`` read.
 """
 from __future__ import annotations
 
@@ -18,15 +23,18 @@ from videoqf.data.cached import collate_cached
 from videoqf.data.collate import collate_clips
 from videoqf.data.config import build_dataset
 from videoqf.eval.model_eval import evaluate_model
-from videoqf.experiment import ExperimentConfig
-from videoqf.llm.tokenizer import load_tokenizer
+from videoqf.experiment import ExperimentConfig, StageConfig
 from videoqf.io import file_lock
+from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.collate import CaptionCollate
+from videoqf.models.groups import lock
 from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.objectives import ModelWithLoss, build_objective
 from videoqf.objectives.distributed import get_rank
 from videoqf.recipes.features import clip_overrides, ensure_features
 from videoqf.train.checkpoint import resolve_checkpoint
+from videoqf.train.config import TrainConfig
 from videoqf.train.loop import Trainer
 
 CONFIG_NAME = "experiment.yaml"
@@ -59,8 +67,7 @@ def datasets(cfg: ExperimentConfig, model):
         held_out = build_dataset(replace(cfg.data, annotations=cfg.eval.annotations, caption_mode="first",
                                          max_bad_fraction=1.0), expected_spec=spec, **overrides)
         if cfg.eval.max_clips:
-            base = getattr(held_out, "dataset", held_out)  # the cached dataset reads the video dataset's items
-            base.items = base.items[: cfg.eval.max_clips]
+            held_out.truncate(cfg.eval.max_clips)
     return train, held_out
 
 
@@ -98,17 +105,27 @@ def latest_complete(stage_dir: Path) -> Path | None:
         return None
 
 
-def start_from_stage1(model, run_dir: Path, *, resume: bool) -> None:
-    """Stage 2 alone continues what stage 1 learned: with ``resume``, the learned weights (and feature
-    statistics) of the run directory's latest complete stage-1 checkpoint; otherwise, or without one, it
-    says that the backend starts untrained."""
-    stage1 = latest_complete(run_dir / "stage1") if resume else None
-    if stage1 is None:
-        print(f"stage 2 without stage 1: the backend starts untrained (no stage-1 checkpoint in {run_dir}; "
-              "run --stage 1 first, or both)", flush=True)
+def start_from_previous(model, run_dir: Path, previous: str, *, resume: bool) -> None:
+    """A run that starts at a later stage continues what the stage before it learned: with ``resume``, the
+    learned weights (and feature statistics) of that stage's latest complete checkpoint in ``run_dir``;
+    otherwise, or without one, it says that the model starts untrained."""
+    found = latest_complete(run_dir / previous) if resume else None
+    if found is None:
+        print(f"no {previous} checkpoint in {run_dir}: the model starts untrained (run {previous} first, or "
+              "all stages)", flush=True)
         return
-    print(f"stage 2 starts from the stage-1 checkpoint {stage1}", flush=True)
-    load_learned(model, stage1 / "learned")
+    print(f"starting from the {previous} checkpoint {found}", flush=True)
+    load_learned(model, found / "learned")
+
+
+def stage_train_config(train: TrainConfig, stage: StageConfig) -> TrainConfig:
+    """The trainer's settings for ``stage``: its own budget where it gives one, else ``train``'s."""
+    def own(value, default):
+        return default if value is None else value
+
+    return replace(train, max_steps=own(stage.steps, train.max_steps), lr=own(stage.lr, train.lr),
+                   weight_decay=own(stage.weight_decay, train.weight_decay),
+                   warmup_steps=own(stage.warmup_steps, train.warmup_steps))
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[dict, list[dict]]:
@@ -118,43 +135,46 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
+    if get_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_NAME).write_text(to_yaml(cfg))
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     model = VideoLanguageModel(cfg.model, tokenizer)
     train, held_out = datasets(cfg, model)
     collate = make_collate(cfg, tokenizer)
     fit_feature_statistics(model, train, collate, cfg.model.standardize_clips)
-    if 1 not in cfg.stages.selected:
-        start_from_stage1(model, run_dir, resume=resume)
-    for stage in cfg.stages.selected:
-        steps = cfg.stages.stage1_steps if stage == 1 else cfg.stages.stage2_steps
-        lr = cfg.stages.stage1_lr if stage == 1 else cfg.stages.stage2_lr
-        decay = cfg.stages.stage1_weight_decay if stage == 1 else cfg.stages.stage2_weight_decay
-        stage_dir = run_dir / f"stage{stage}"
+    names, selected = list(cfg.stages), cfg.selected_stages
+    if names.index(selected[0]) > 0:
+        start_from_previous(model, run_dir, names[names.index(selected[0]) - 1], resume=resume)
+    first_caption = next((n for n in names if cfg.stages[n].objective == "caption"), None)
+    for name in selected:
+        stage = cfg.stages[name]
+        stage_dir = run_dir / name
         previous = latest_complete(stage_dir) if resume else None
         if previous is not None:
             load_learned(model, previous / "learned")
-        elif stage == 2 and model.llm_head is not None:
-            print("stage 2: the LLM's own head starts as a copy of the backend's head", flush=True)
+        elif name == first_caption and model.llm_head is not None:
+            print(f"{name}: the LLM's own head starts as a copy of the backend's head", flush=True)
             model.copy_head_for_llm()
-        model.set_stage(stage)
-        trainable = (cfg.stages.stage1_trainable if stage == 1 else cfg.stages.stage2_trainable) or cfg.train.trainable
-        tcfg = replace(cfg.train, max_steps=steps, lr=lr, output_dir=str(stage_dir), trainable=list(trainable),
-                       weight_decay=cfg.train.weight_decay if decay is None else decay)
+        lock(model, stage.train, stage.freeze, where=f"stages.{name}")
+        tcfg = stage_train_config(cfg.train, stage)
         eval_fn = None
         if held_out is not None and cfg.train.eval_every > 0:  # periodic evaluation inside the trainer
-            evaluate = evaluation(cfg, held_out, collate, captions=stage == 2)
-            eval_fn = lambda m, step, evaluate=evaluate: evaluate(m, step)[0]  # noqa: E731
-        print(f"stage {stage}: {steps} steps of {cfg.model.variant} into {stage_dir}", flush=True)
-        trainer = Trainer(model, train, collate, tcfg, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
-        print(f"stage {stage}: {trainer.num_trainable:,} trainable parameters", flush=True)
+            evaluate = evaluation(cfg, held_out, collate, captions=stage.objective == "caption")
+            eval_fn = lambda m, step, evaluate=evaluate: evaluate(m.model, step)[0]  # noqa: E731
+        print(f"{name}: {tcfg.max_steps} steps of {stage.objective} on {cfg.model.variant} into {stage_dir}",
+              flush=True)
+        trainer = Trainer(ModelWithLoss(model, build_objective(stage.objective, model)), train, collate, tcfg,
+                          output_dir=stage_dir, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
+        print(f"{name}: {trainer.num_trainable:,} trainable parameters (groups {stage.train}"
+              + (f" less {stage.freeze}" if stage.freeze else "") + ")", flush=True)
         trainer.fit(resume=previous)
     metrics: dict = {}
     samples: list[dict] = []
     if get_rank() != 0:  # one process evaluates and writes results.json; the others return nothing
         return metrics, samples
     if held_out is not None:
-        captions = model.bridge is not None and 2 in cfg.stages.selected
+        captions = model.bridge is not None and any(cfg.stages[n].objective == "caption" for n in selected)
         metrics, samples = evaluation(cfg, held_out, collate, captions=captions)(model, progress=True)
     (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "samples": samples}, indent=1))
     return metrics, samples
-

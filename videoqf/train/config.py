@@ -39,10 +39,7 @@ class TrainConfig:
     log_every / eval_every / save_every: in optimizer steps (0 = only at the end for eval and save).
     keep_last: complete checkpoints kept (older ones are deleted).
     max_nan_steps: this many non-finite steps in a row stop the run.
-    output_dir: run directory (``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``).
     num_workers: DataLoader worker processes.
-    trainable: glob patterns over parameter names; only matching parameters (among those with
-        ``requires_grad``) are trained, the others are frozen. Empty trains every ``requires_grad`` one.
     no_decay: glob patterns of parameters without weight decay (besides all ndim < 2 ones).
     progress_bar: show the tqdm bar on rank 0.
     num_threads: torch intra-op threads per process (0: torch's default); tiny models on a few cores
@@ -69,9 +66,7 @@ class TrainConfig:
     save_every: int = 0
     keep_last: int = 2
     max_nan_steps: int = 5
-    output_dir: str = "runs/default"
     num_workers: int = 0
-    trainable: list[str] = field(default_factory=list)
     no_decay: list[str] = field(default_factory=lambda: list(DEFAULT_NO_DECAY))
     progress_bar: bool = True
     num_threads: int = 0

@@ -2,8 +2,9 @@
 
 Model contract: ``model(batch) -> dict`` with ``loss`` (scalar tensor, a mean over the batch so that
 ranks x micro batch = one bigger micro batch), optional ``logs`` (``{name: scalar tensor}``) and
-optional ``query_output`` (``[B, Q, H]``, for the query-collapse metric). Frozen submodules
-(``requires_grad=False``) get no optimizer state and are not checkpointed.
+optional ``query_output`` (``[B, Q, H]``, for the query-collapse metric). The parameters with
+``requires_grad`` are trained (the caller decides which: ``videoqf.models.groups.lock``); frozen ones get no
+optimizer state and are not checkpointed.
 A step whose loss is NaN/Inf on any rank (agreed by an all-reduce before any backward) is skipped:
 no backward, no optimizer update, its gradients so far discarded, its remaining micro-batches drawn
 but not run (so later steps see the same data as a run without the skip); the lr schedule moves on.
@@ -28,7 +29,6 @@ from videoqf.train.config import TrainConfig
 from videoqf.train.data import MicroBatchStream
 from videoqf.train.engine import build_engine, init_distributed
 from videoqf.train.logging import RunLogger, query_collapse, truncate_metrics
-from videoqf.train.optim import select_trainable
 
 EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
 
@@ -49,25 +49,28 @@ def to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
 
 
 class Trainer:
-    """Train ``model`` on ``train_dataset`` (map-style; ``collate_fn`` makes micro-batches) under DeepSpeed.
+    """Train ``model`` on ``train_dataset`` (map-style; ``collate_fn`` makes micro-batches) under DeepSpeed,
+    into ``output_dir`` (``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``).
 
     eval_fn: ``eval_fn(model, step) -> {name: number}``, called on every rank every ``eval_every`` steps
         and at the end, with the bare module in eval mode under ``torch.no_grad()``; the training RNG is
         saved and restored around it, so evaluating does not change training.
     extra_files: ``{name: source}`` put in every checkpoint directory beside the weights: a file or
         directory path (copied) or a function ``write(dest_path)``. ``train_config.yaml`` is always added.
-    num_trainable: the number of trained parameter elements (after ``config.trainable``), also written
+    num_trainable: the number of trained parameter elements, also written
         to ``metrics.jsonl`` as ``{"kind": "setup", "trainable_params": ...}`` when ``fit`` starts.
     """
 
     def __init__(self, model: nn.Module, train_dataset: Dataset, collate_fn: Callable | None,
-                 config: TrainConfig, *, eval_fn: EvalFn | None = None,
+                 config: TrainConfig, *, output_dir: str | Path, eval_fn: EvalFn | None = None,
                  extra_files: Mapping[str, ExtraFile] | None = None) -> None:
         init_distributed()
         self.config, self.eval_fn = config, eval_fn
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.extra_files = {"train_config.yaml": lambda p: p.write_text(to_yaml(config)), **(extra_files or {})}
-        self.trainable = select_trainable(model, config.trainable)
+        self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
         self.num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.stream = MicroBatchStream(train_dataset, collate_fn, micro_batch_size=config.micro_batch_size,
                                        seed=config.seed, rank=self.rank, world_size=self.world_size,
@@ -82,7 +85,7 @@ class Trainer:
         self.engine = build_engine(model, config, self.total_steps)
         self.dtype = (torch.bfloat16 if self.engine.bfloat16_enabled() else
                       torch.float16 if self.engine.fp16_enabled() else torch.float32)
-        self.output_dir = Path(config.output_dir)
+        self.output_dir = Path(output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.step = 0
         self.nan_streak = 0

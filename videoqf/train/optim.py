@@ -19,26 +19,6 @@ from torch import nn
 from videoqf.train.config import TrainConfig
 
 
-def select_trainable(model: nn.Module, patterns: list[str]) -> list[str]:
-    """Freeze every ``requires_grad`` parameter whose name matches none of ``patterns``.
-
-    Empty ``patterns`` keeps all ``requires_grad`` parameters trainable. A pattern that matches no
-    trainable parameter is an error (it is most likely a typo). Returns the trainable names.
-    """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if patterns:
-        for pattern in patterns:
-            if not any(fnmatch(n, pattern) for n, _ in named):
-                raise ValueError(f"train.trainable pattern {pattern!r} matches no trainable parameter")
-        for n, p in named:
-            if not any(fnmatch(n, pattern) for pattern in patterns):
-                p.requires_grad_(False)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    if not names:
-        raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
-    return names
-
-
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Two AdamW groups over the trainable parameters: with and without weight decay (rule above)."""
     decay, no_decay = [], []

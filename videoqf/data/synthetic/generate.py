@@ -50,8 +50,7 @@ class SyntheticConfig:
     pair_fraction: float = 0.3  # share of all clips that belong to an order or sound pair
     silent_fraction: float = 0.15  # share of single clips without an audio track
     # False: each object is on screen during its own event only. True: an object stays from its appearance to the
-    # end, so a caption must also tell which of the objects on screen acted when; the embedded default of
-    # 1,000 clips and 400 stage-1 steps did not learn that (held-out head event words 0.55 against 0.88, 2026-12-03)
+    # end, so a caption must also tell which of the objects on screen acted when (harder: docs/decisions.md)
     persistent_objects: bool = False
     workers: int = 2
 

@@ -46,7 +46,7 @@ def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None,
 
     Shapes are drawn independently, as colours are: with distinct shapes per clip the caption's earlier events
     would name the later shapes (the last one follows from the others), so a captioner trained with teacher
-    forcing learnt the shapes from the text and never looked (held-out shape accuracy at chance, 2026-12-03).
+    forcing learns the shapes from the text and never looks (docs/decisions.md).
     """
     num_events = int(rng.integers(2, 4))
     shapes = rng.integers(len(SHAPES), size=num_events)

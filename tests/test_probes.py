@@ -1,7 +1,8 @@
-"""benchmarks/encoder_probe.py's probe: it must read what is linearly there, and nothing that is not."""
+"""videoqf.eval.probes: the ridge probe reads what is linearly there and nothing that is not; the labels follow
+the spec; the read-out loss leaves out the event slots a clip does not have."""
 import torch
 
-from benchmarks.encoder_probe import EVENT_ACTIONS, event_labels, ridge_accuracy
+from videoqf.eval.probes import CLASSES, EVENT_ACTIONS, event_labels, probe_loss, ridge_accuracy
 
 
 def test_probe_reads_a_linear_signal_and_not_noise():
@@ -25,3 +26,13 @@ def test_event_labels_follow_the_spec_in_order():
     ]}}
     assert event_labels(record) == [2, 1, EVENT_ACTIONS.index("moves up"), 0, 0, EVENT_ACTIONS.index("turns"),
                                     -1, -1, -1]
+
+
+def test_missing_slots_are_left_out_of_the_loss():
+    g = torch.Generator().manual_seed(0)
+    outputs = [torch.randn(4, n, generator=g) for n in CLASSES * 3]
+    labels = torch.tensor([[0, 1, 2, 1, 0, 3, -1, -1, -1]] * 2 + [[1, 2, 0, 3, 1, 5, 2, 0, 1]] * 2)
+    present = [torch.nn.functional.cross_entropy(o[labels[:, j] >= 0], labels[labels[:, j] >= 0, j])
+               for j, o in enumerate(outputs)]
+    assert torch.allclose(probe_loss(outputs, labels), sum(present))
+    assert probe_loss(outputs, labels).isfinite()

@@ -8,14 +8,14 @@ Layout of a sweep directory (``runs/sweep/`` by default)::
                                  the query collapse the trainer logged last in stage 1
     <variant>/seed<k>/           that run's checkpoints and logs (an interrupted run resumes from them)
 
-Every JSON keeps the config files and overrides it was made with; a restart with other settings is
+Every JSON keeps the model file and overrides it was made with; a restart with other settings is
 refused (use another sweep directory) rather than mixing budgets in one table.
 
 Costs come from the cached frozen-encoder features (the encoders' own cost is the same for every variant
 and is not counted): FLOPs by ``torch.utils.flop_counter.FlopCounterMode`` over one micro-batch, divided
 by its size (the stage-1 forward's VTM negatives scale with the batch, so its per-clip figure holds for
 that batch size); the step (forward, backward, AdamW on the stage-1 parameters) is timed round-robin
-across all variants (``benchmarks.common.interleaved_medians``); memory is the bytes autograd saves for
+across all variants (``videoqf.measure.interleaved_medians``); memory is the bytes autograd saves for
 backward in a stage-1 forward, and on a GPU the peak allocated memory of a step too.
 """
 from __future__ import annotations
@@ -30,20 +30,19 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import interleaved_medians
-from benchmarks.qformer_vs_hf import saved_bytes
 from videoqf.backends import BACKENDS
-from videoqf.config import load_config
+from videoqf.data.batch import CACHED_FRAMES
 from videoqf.experiment import ExperimentConfig
-from videoqf.recipes.features import feature_digest
-from videoqf.recipes.synthetic import cache_root
+from videoqf.io import write_atomic
 from videoqf.llm.tokenizer import load_tokenizer
+from videoqf.measure import interleaved_medians, saved_bytes
+from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.objectives import ModelWithLoss, build_objective
 from videoqf.recipes.run import datasets, make_collate, run_experiment
+from videoqf.recipes.synthetic import CONFIGS as CONFIG_DIR
 from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 NO_AUDIO_CACHE_SUFFIX = "-noaudio"
 
 
@@ -76,7 +75,7 @@ _RECIPES_ON_VIDEO = (  # the recipes that make sense on video, each with and wit
 STANDARD_VARIANTS = (
     Variant("cascaded", "variants/cascaded.yaml"),
     Variant("cascaded-noaudio", "variants/cascaded.yaml", ("model.backend.audio=false", "model.use_audio=false",
-                                                          "stages.stage2_trainable=[bridge.projector.*]")),
+                                                          "stages.stage2.train=[projector,llm_head.top]")),
     Variant("cascaded-nope", "variants/cascaded.yaml", ("model.backend.temporal_pe=false",)),
     Variant("spatiotemporal", "variants/spatiotemporal.yaml"),
     Variant("spatiotemporal-noexperts", "variants/spatiotemporal.yaml", ("model.backend.experts=false",)),
@@ -84,11 +83,10 @@ STANDARD_VARIANTS = (
     *(v for recipe in _RECIPES_ON_VIDEO for v in (recipe, _with_kit(recipe))),
 )
 
-# Stage steps and evaluation size per budget (over configs/synthetic.yaml). "quick" is sized for all
-# standard variants x 2 seeds in under 15 minutes on 2 CPU cores (see benchmarks/sweep.py);
-# "full" keeps the embedded default's 400 + 300 steps and every held-out clip.
+# Stage steps and evaluation size per budget (over configs/synthetic.yaml). "quick" is a smoke budget for tests
+# and a first look; "full" keeps each variant's embedded default and every held-out clip.
 BUDGETS: dict[str, tuple[str, ...]] = {
-    "quick": ("stages.stage1_steps=60", "stages.stage2_steps=30", "train.micro_batch_size=16",
+    "quick": ("stages.stage1.steps=60", "stages.stage2.steps=30", "train.micro_batch_size=16",
               "train.warmup_steps=10", "eval.max_clips=48", "eval.max_new_tokens=16", "eval.rerank_k=8"),
     "full": (),
 }
@@ -117,9 +115,9 @@ def select_variants(names: str | None, config_dir: Path = CONFIG_DIR) -> list[Va
     return [known[n] for n in wanted]
 
 
-# A function giving the config files and overrides (data, tokenizer, LLM) of the base setup under a model
-# file (relative to configs/), e.g. ``tools/train_video.embedded_default`` bound to a clip count.
-Setup = Callable[[str], tuple[list[Path], list[str]]]
+# The experiment of a model file (a path under configs/) and overrides, e.g.
+# ``videoqf.recipes.synthetic.embedded_experiment`` bound to a clip count.
+Setup = Callable[[Path, list[str]], ExperimentConfig]
 
 
 @dataclass
@@ -130,19 +128,16 @@ class SweepResult:
 
 
 def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[str]) -> tuple[ExperimentConfig, dict]:
-    """The experiment config of one cell and the recipe that made it (files + overrides, kept in its JSON).
+    """The experiment config of one cell and the recipe that made it (model file + overrides, kept in its JSON).
 
     ``train.seed`` is the cell's seed; ``model.frozen_init_seed`` stays as configured so every cell reads
     the same frozen-encoder features. A variant without audio (``model.use_audio=false``) has a feature
     cache spec without the audio encoder, so it reads its own cache: ``<data.features>-noaudio``.
     """
-    files, base = setup(variant.model_file)
-    recipe = {"files": [str(f) for f in files],
-              "overrides": [*base, *RUN_OVERRIDES, *variant.overrides, *overrides, f"train.seed={seed}"]}
-    cfg = load_config(ExperimentConfig, files, recipe["overrides"])
-    if not cfg.data.features:  # the embedded default's cache, named after what the features depend on
-        cfg = replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg)}")))
-    elif not cfg.model.use_audio:
+    recipe = {"model_file": variant.model_file,
+              "overrides": [*RUN_OVERRIDES, *variant.overrides, *overrides, f"train.seed={seed}"]}
+    cfg = setup(CONFIG_DIR / variant.model_file, recipe["overrides"])
+    if not cfg.model.use_audio:
         cfg = replace(cfg, data=replace(cfg.data, features=cfg.data.features + NO_AUDIO_CACHE_SUFFIX, audio=False))
     return cfg, recipe
 
@@ -169,9 +164,7 @@ def _read_checked(path: Path, recipe: dict) -> dict | None:
 
 def _write(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)  # a killed sweep never leaves half a record that a restart would trust
+    write_atomic(path, json.dumps(record, indent=1).encode())  # a killed sweep leaves no half record
 
 
 @contextmanager
@@ -190,32 +183,35 @@ def _count(params) -> int:
     return sum(p.numel() for p in params)
 
 
-def _prepare(cfg: ExperimentConfig, device: torch.device) -> tuple[VideoLanguageModel, dict]:
-    """A stage-1 model of ``cfg`` (seeded like a run) and one micro-batch of cached training features."""
+def _prepare(cfg: ExperimentConfig, device: torch.device) -> tuple[ModelWithLoss, dict]:
+    """A stage-1 model of ``cfg`` (seeded like a run) with its loss, and one micro-batch of cached training
+    features."""
     torch.manual_seed(cfg.train.seed)
     model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
     train, _ = datasets(cfg, model)  # fills the feature cache (training and held-out clips) if needed
     size = min(cfg.train.micro_batch_size, len(train))
     batch = make_collate(cfg, model.tokenizer)([train[i] for i in range(size)])
-    if "features" not in batch:
+    if CACHED_FRAMES not in batch:
         raise ValueError(f"{cfg.model.variant}: the sweep measures costs from cached features; set data.features")
     model.to(device)
-    return model, to_device(batch, device, torch.float32)
+    return ModelWithLoss(model, build_objective("stage1", model)), to_device(batch, device, torch.float32)
 
 
-def _static_costs(model: VideoLanguageModel, batch: dict, cfg: ExperimentConfig) -> dict:
+def _static_costs(trained: ModelWithLoss, batch: dict, cfg: ExperimentConfig) -> dict:
     """Parameters, LLM tokens and FLOPs per clip of one prepared model (no timing)."""
+    model = trained.model
     trainable = set()
-    for stage in (2, 1) if model.bridge is not None else (1,):  # ends in stage 1, the stage measured
-        model.set_stage(stage)
+    stage1 = [name for name, stage in cfg.stages.items() if stage.objective == "stage1"]
+    for name in [n for n in cfg.stages if n not in stage1] + stage1:  # ends locked to stage 1, the stage measured
+        lock(model, cfg.stages[name].train, cfg.stages[name].freeze, where=f"stages.{name}")
         trainable |= {id(p) for p in model.parameters() if p.requires_grad}
-    clips = batch["features"].shape[0]
-    model.train()
+    clips = batch[CACHED_FRAMES].shape[0]
+    trained.train()
     # with grad enabled: FlopCounterMode's module tracker fails on parameters that need grad under no_grad
     with FlopCounterMode(display=False) as backend_fc:
         model.encode(batch)
     with FlopCounterMode(display=False) as stage1_fc:
-        model(batch)
+        trained(batch)
     return {
         "params_trainable": _count(p for p in model.parameters() if id(p) in trainable),
         "params_backend": _count(model.backend.parameters()),
@@ -235,7 +231,7 @@ def measure_costs(cfgs: dict[str, ExperimentConfig], *, repeats: int = 5,
     prepared = {name: _prepare(cfg, device) for name, cfg in cfgs.items()}
     out = {name: _static_costs(model, batch, cfgs[name]) for name, (model, batch) in prepared.items()}
 
-    def step_fn(model: VideoLanguageModel, batch: dict) -> Callable[[], None]:
+    def step_fn(model: ModelWithLoss, batch: dict) -> Callable[[], None]:
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
         def step() -> None:
@@ -264,8 +260,8 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
               log: Callable[[str], None] = print) -> SweepResult:
     """Measure and train every (variant, seed) cell not yet saved in ``sweep_dir``; return all records.
 
-    ``setup(model_file)`` gives the base config files and overrides, ``overrides`` the budget and any
-    user changes (applied after the variant's own); ``threads`` sets torch's intra-op threads meanwhile.
+    ``setup(model_file, overrides)`` gives a cell's experiment, ``overrides`` the budget and any user changes
+    (applied after the variant's own); ``threads`` sets torch's intra-op threads meanwhile.
     """
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")

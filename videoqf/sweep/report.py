@@ -1,4 +1,4 @@
-"""The sweep's table, findings and plot, all made from the saved cells (``benchmarks.sweep_run``).
+"""The sweep's table, findings and plot, all made from the saved cells (``videoqf.sweep.cells``).
 
 Quality figures are the mean over seeds with the seed range (min..max); a difference between two variants
 counts as real only when their seed ranges do not overlap (every seed of one beats every seed of the
@@ -11,8 +11,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import common
-from benchmarks.sweep_run import KIT_SUFFIX, SweepResult
+from videoqf.sweep.cells import KIT_SUFFIX, SweepResult
 
 # (metric key, column title) of the quality columns, in table order; the last one is training health: the
 # mean pairwise cosine similarity of the head's query outputs at the end of stage 1 (lower: less collapse).
@@ -159,8 +158,8 @@ def plot(result: SweepResult, path: Path) -> Path:
     return path
 
 
-def write_report(result: SweepResult, *, budget: str, name: str = "sweep") -> tuple[Path, Path]:
-    """``benchmarks/results/<name>.md`` (table + findings, with command, machine and date) and ``<name>.png``."""
+def report_body(result: SweepResult, *, budget: str, name: str = "sweep") -> str:
+    """The report's markdown: budget, costs, the table and the findings, with the plot ``<name>.png`` linked."""
     seeds = sorted({c["seed"] for cells in result.cells.values() for c in cells})
     some = next(iter(result.costs.values()))
     train_min = sum(c.get("wall_s", 0.0) for cells in result.cells.values() for c in cells) / 60
@@ -179,6 +178,4 @@ def write_report(result: SweepResult, *, budget: str, name: str = "sweep") -> tu
         + "\n".join(findings(result)) + "\n\n"
         f"![quality vs FLOPs]({name}.png)\n"
     )
-    md = common.write_result(name, "Video backends side by side (benchmarks/sweep.py)", body)
-    png = plot(result, common.RESULTS_DIR / f"{name}.png")
-    return md, png
+    return body

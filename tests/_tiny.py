@@ -1,0 +1,50 @@
+"""Tiny inputs and models shared by the tests: tiny-preset backends with random features, and the embedded
+default's model section with small frames and a random tiny GPT-2."""
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import OmegaConf
+
+from videoqf.backends import backend_config, build_backend
+from videoqf.backends.presets import PRESETS
+from videoqf.config import load_config
+from videoqf.models.config import ModelConfig
+
+
+@dataclass
+class ModelOnly:
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def tiny(name, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return build_backend(name, backend_config(name, overrides, preset="tiny"))
+
+
+def frames(batch, num_frames, seed=1, tokens=10):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, num_frames, tokens, PRESETS["tiny"].vision_width, generator=g)
+
+
+def audio(batch, segments=3, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, segments, 2, PRESETS["tiny"].audio_width, generator=g)
+
+
+def text(batch, length=6, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[0, length - 2 :] = False
+    return ids, mask
+
+
+def model_config(variant: str, tmp_path) -> ModelConfig:
+    """configs/synthetic.yaml's model section + the variant's file, smaller frames, a random tiny GPT-2."""
+    merged = OmegaConf.merge(OmegaConf.load("configs/synthetic.yaml"), OmegaConf.load(f"configs/variants/{variant}.yaml"))
+    path = tmp_path / f"{variant}.yaml"
+    path.write_text(OmegaConf.to_yaml({"model": merged.model}))
+    llm = ["model.llm.arch=causal",
+           "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
+           "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}"]
+    return load_config(ModelOnly, path, ["model.vision.image_size=64", *llm]).model
