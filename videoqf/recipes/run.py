@@ -24,7 +24,7 @@ from videoqf.data.collate import collate_clips
 from videoqf.data.config import build_dataset
 from videoqf.eval.model_eval import evaluate_model
 from videoqf.experiment import ExperimentConfig, StageConfig
-from videoqf.io import file_lock
+from videoqf.io import file_lock, write_atomic
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.collate import CaptionCollate
 from videoqf.models.groups import lock
@@ -137,7 +137,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     torch.manual_seed(cfg.train.seed)
     if get_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_NAME).write_text(to_yaml(cfg))
+        write_atomic(run_dir / CONFIG_NAME, to_yaml(cfg).encode())
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     model = VideoLanguageModel(cfg.model, tokenizer)
     train, held_out = datasets(cfg, model)
@@ -176,5 +176,5 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if held_out is not None:
         captions = model.bridge is not None and any(cfg.stages[n].objective == "caption" for n in selected)
         metrics, samples = evaluation(cfg, held_out, collate, captions=captions)(model, progress=True)
-    (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "samples": samples}, indent=1))
+    write_atomic(run_dir / "results.json", json.dumps({"metrics": metrics, "samples": samples}, indent=1).encode())
     return metrics, samples

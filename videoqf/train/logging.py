@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from videoqf.io import write_atomic
+
 COLLAPSE_WARN = 0.9
 METRICS_FILE = "metrics.jsonl"
 
@@ -37,7 +39,7 @@ def truncate_metrics(output_dir: str | Path, last_step: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
+    write_atomic(path, "".join(line + "\n" for line in keep).encode())
 
 
 class RunLogger:
