@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch.distributed as dist
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -35,7 +33,7 @@ from videoqf.eval.report import format_metrics  # noqa: E402
 from videoqf.experiment import load_experiment  # noqa: E402
 from videoqf.recipes.run import run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import CONFIGS, EMBEDDED_CLIPS, embedded_experiment  # noqa: E402
-from videoqf.train.engine import from_rank0, init_distributed  # noqa: E402
+from videoqf.train.engine import from_rank0, init_distributed, is_main_process, shutdown_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -81,9 +79,9 @@ def main(argv=None) -> int:
     run_dir = Path(from_rank0(
         args.resume or args.run_dir or f"runs/{args.recipe or cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}"))
     metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume))
-    rank = dist.get_rank()
-    dist.destroy_process_group()  # a gloo group left open makes the processes abort at exit
-    if rank != 0:  # rank 0 evaluated and reports
+    main_process = is_main_process()
+    shutdown_distributed()
+    if not main_process:  # rank 0 evaluated and reports
         return 0
     if metrics:
         print(f"\n{cfg.model.variant}: held-out metrics ({cfg.eval.annotations})\n")

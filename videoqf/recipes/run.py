@@ -31,10 +31,10 @@ from videoqf.models.groups import lock
 from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
-from videoqf.objectives.distributed import get_rank
 from videoqf.recipes.features import clip_overrides, ensure_features
 from videoqf.train.checkpoint import resolve_checkpoint
 from videoqf.train.config import TrainConfig
+from videoqf.train.engine import is_main_process
 from videoqf.train.loop import Trainer
 
 CONFIG_NAME = "experiment.yaml"
@@ -135,7 +135,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
-    if get_rank() == 0:
+    if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / CONFIG_NAME, to_yaml(cfg).encode())
     tokenizer = load_tokenizer(cfg.model.tokenizer)
@@ -171,7 +171,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         trainer.fit(resume=previous)
     metrics: dict = {}
     samples: list[dict] = []
-    if get_rank() != 0:  # one process evaluates and writes results.json; the others return nothing
+    if not is_main_process():  # one process evaluates and writes results.json; the others return nothing
         return metrics, samples
     if held_out is not None:
         captions = model.bridge is not None and any(cfg.stages[n].objective == "caption" for n in selected)

@@ -53,6 +53,17 @@ def init_distributed() -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def is_main_process() -> bool:
+    """Whether this process is the one that evaluates, writes run-level files and reports (rank 0)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group: a gloo group left open makes the processes abort at exit."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def from_rank0(value):
     """Rank 0's ``value`` on every rank (e.g. a run directory named after the clock); ``value`` itself
     when not distributed."""
