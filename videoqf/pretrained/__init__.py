@@ -1,0 +1,34 @@
+"""Released weights in: ``load_pretrained(path, **overrides) -> VideoLanguageModel`` for any folder we read.
+
+    transformers Blip2 / InstructBlip / InstructBlipVideo folder  -> ``videoqf.pretrained.hf``
+    this project's run, stage or checkpoint folder                -> ``videoqf.recipes.checkpoint_model``
+
+Only local paths are read; a path that is none of these is an error that says what was looked for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.pretrained.hf import hf_model_type, load_hf_folder
+
+__all__ = ["load_pretrained"]
+
+
+def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
+    """The model a local folder holds, in eval mode.
+
+    transformers folders take ``dtype`` ("bf16" | "fp16" | "fp32"; default as stored), ``variant``
+    ("framewise" | "meanpool"), ``qformer_tokenizer`` (folder) and ``prompt``; this project's checkpoints
+    take none (their config says it all).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.is_dir() and hf_model_type(path) is not None:
+        return load_hf_folder(path, **overrides)
+    from videoqf.recipes.checkpoint_model import load_model
+
+    if overrides:
+        raise TypeError(f"{path}: this project's checkpoints take no overrides, got {sorted(overrides)}")
+    return load_model(path)[0]
