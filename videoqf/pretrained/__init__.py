@@ -4,15 +4,17 @@
     this project's run, stage or checkpoint folder                -> ``videoqf.recipes.checkpoint_model``
 
 Only local paths are read; a path that is none of these is an error that says what was looked for.
+Out: ``export_hf(model, DIR)`` (``videoqf.pretrained.export``) writes a transformers folder back.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.pretrained.export import export_hf
 from videoqf.pretrained.hf import hf_model_type, load_hf_folder
 
-__all__ = ["load_pretrained"]
+__all__ = ["load_pretrained", "export_hf"]
 
 
 def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
