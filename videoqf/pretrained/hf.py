@@ -34,6 +34,7 @@ from videoqf.llm.frozen_lm import FrozenLLM
 from videoqf.llm.projector import Projector
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.config import ModelConfig
+from videoqf.models.stage1 import Stage1Objectives
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.pretrained.qformer import load_hf_qformer
 from videoqf.pretrained.vision import PretrainedVisionEncoder, split_post_layernorm
@@ -124,10 +125,16 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
     vision = PretrainedVisionEncoder(hf.vision_model, _image_config(path))
     config = ModelConfig(variant=variant, backend={"qformer": asdict(qconfig)}, use_audio=False,
                          max_text_len=qconfig.max_text_len)
-    model = VideoLanguageModel(config, qtok, vision=vision, bridge=bridge)
+    with torch.device("meta"):  # the head takes the checkpoint's tensors: a random one first would double its peak
+        model = VideoLanguageModel(config, qtok, vision=vision, bridge=bridge)
+    model.stage1 = Stage1Objectives(model.backend.hidden_size, config.objectives,
+                                    bos_token_id=None if qtok is None else qtok.bos_token_id)
     model.backend.ln_vision = ln_vision
     model.pretrained_fresh = load_hf_qformer(
         model.backend.head, {k[len("qformer."):]: v for k, v in hf.state_dict().items() if k.startswith("qformer.")},
         hf.query_tokens.detach())
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{path}: parts of the model were never loaded nor initialised: {left[:10]}")
     model.set_stage(2)
     return model.eval()
