@@ -12,7 +12,7 @@ from pathlib import Path
 
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.pretrained.export import export_hf
-from videoqf.pretrained.hf import hf_model_type, load_hf_folder
+from videoqf.pretrained.hf import HF_CLASSES, hf_model_type, load_hf_folder
 
 __all__ = ["load_pretrained", "export_hf"]
 
@@ -33,4 +33,8 @@ def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
 
     if overrides:
         raise TypeError(f"{path}: this project's checkpoints take no overrides, got {sorted(overrides)}")
-    return load_model(path)[0]
+    try:
+        return load_model(path)[0]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path} is neither a transformers folder of {sorted(HF_CLASSES)} (config.json "
+                                f"model_type) nor this project's checkpoint: {err}") from err

@@ -60,6 +60,18 @@ def hf_model_type(path: Path) -> str | None:
     return model_type if model_type in HF_CLASSES else None
 
 
+def check_weight_files(path: Path) -> None:
+    """The folder's safetensors weights are all there (one file, or every shard its index names)."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [str(path / s) for s in shards if not (path / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} names weight shards that are missing: {missing}")
+    elif not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no weights in {path}: expected {path / 'model.safetensors'} or {index}")
+
+
 def torch_dtype(name: str | None):
     """"bf16" / "fp16" / "fp32" -> torch dtype; None -> "auto" (the stored dtype)."""
     if name is None:
@@ -103,6 +115,7 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
         raise ValueError(f"{path} is not a transformers folder of {sorted(HF_CLASSES)} (config.json model_type)")
     if variant not in IMAGE_HEAD_VARIANTS:
         raise ValueError(f"variant={variant!r}: a released image Q-Former is the head of {IMAGE_HEAD_VARIANTS} only")
+    check_weight_files(path)
     hf = HF_CLASSES[model_type].from_pretrained(str(path), local_files_only=True, dtype=torch_dtype(dtype))
     instruct = model_type != "blip-2"
 
