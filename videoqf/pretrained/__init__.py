@@ -24,7 +24,7 @@ def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
     ("framewise" | "meanpool"), ``qformer_tokenizer`` (folder) and ``prompt``; this project's checkpoints
     take none (their config says it all).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir() and hf_model_type(path) is not None:

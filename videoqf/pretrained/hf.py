@@ -109,7 +109,7 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
     own (BLIP-2's folders; without one the model captions but cannot train stage 1).
     prompt: the default prompt of captions asked without one.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     model_type = hf_model_type(path)
     if model_type is None:
         raise ValueError(f"{path} is not a transformers folder of {sorted(HF_CLASSES)} (config.json model_type)")
@@ -119,7 +119,7 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
     hf = HF_CLASSES[model_type].from_pretrained(str(path), local_files_only=True, dtype=torch_dtype(dtype))
     instruct = model_type != "blip-2"
 
-    qtok_dir = Path(qformer_tokenizer) if qformer_tokenizer is not None else path / QFORMER_TOKENIZER
+    qtok_dir = Path(qformer_tokenizer).expanduser() if qformer_tokenizer is not None else path / QFORMER_TOKENIZER
     qtok = load_qformer_tokenizer(qtok_dir) if qtok_dir.exists() else None
     if qtok is None and (instruct or qformer_tokenizer is not None):
         raise FileNotFoundError(f"no Q-Former tokenizer at {qtok_dir}")

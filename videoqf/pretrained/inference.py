@@ -22,7 +22,7 @@ def load_checkpoint(path: str | Path, *, num_frames: int | None = None, **overri
                     ) -> tuple[VideoLanguageModel, ExperimentConfig, Path]:
     """(model in eval mode, run config, folder) for any folder ``load_pretrained`` takes; ``overrides`` go to
     it (a released folder's ``dtype``, ``prompt``, ...)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     model_type = hf_model_type(path) if path.is_dir() else None
     if model_type is None:
         from videoqf.recipes.checkpoint_model import load_model
