@@ -22,7 +22,7 @@ from benchmarks.common import write_result  # noqa: E402
 
 MAKE = r"""
 import sys, torch
-from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor, AutoTokenizer
+from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
 sys.path.insert(0, "tests")
 from _hf_tiny import llm_tokenizer
 torch.manual_seed(0)
@@ -38,7 +38,8 @@ config = Blip2Config(
     num_query_tokens=32, image_token_index=len(tok) - 1)
 model = Blip2ForConditionalGeneration(config)
 model.save_pretrained(sys.argv[1], max_shard_size="200MB")
-Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224}), tok, num_query_tokens=32).save_pretrained(sys.argv[1])
+processor = Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224}), tok, num_query_tokens=32)
+processor.save_pretrained(sys.argv[1])
 """
 
 MEASURE = r"""
@@ -50,9 +51,10 @@ if sys.argv[2].startswith("transformers"):
     dtype = "bfloat16" if sys.argv[2].endswith("bf16") else "auto"
     model = Blip2ForConditionalGeneration.from_pretrained(sys.argv[1], local_files_only=True, dtype=dtype)
 else:
-    model = videoqf.pretrained.load_pretrained(sys.argv[1], **({"dtype": sys.argv[2]} if sys.argv[2] != "stored" else {}))
+    dtype = {"dtype": sys.argv[2]} if sys.argv[2] != "stored" else {}
+    model = videoqf.pretrained.load_pretrained(sys.argv[1], **dtype)
 loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-for p in model.parameters():  # use every weight once: pages mapped but never read count for nothing until then
+for p in model.parameters():  # read every weight once: mapped pages count only once read
     p.sum()
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tensors = {id(t): t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]}

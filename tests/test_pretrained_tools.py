@@ -58,7 +58,8 @@ def test_evaluate_tool_takes_a_released_folder(tmp_path, synthetic_dir, capsys):
     folder = tmp_path / "instructblip-t5"
     H.build("instructblip-t5", folder)
     main = evaluate_main()
-    assert main(["--checkpoint", str(folder), "--data", f"{synthetic_dir}/test.jsonl", "--json", "--max-clips", "2"]) == 0
+    args = ["--checkpoint", str(folder), "--data", f"{synthetic_dir}/test.jsonl", "--json", "--max-clips", "2"]
+    assert main(args) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert {"cider", "bleu4", "t2v_r1"} <= set(metrics)
 

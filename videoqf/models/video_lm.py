@@ -212,6 +212,12 @@ class VideoLanguageModel(nn.Module):
         out["query_output"] = vt.contrastive_tokens.detach()
         return out
 
+    def save_pretrained(self, directory) -> None:
+        """The whole model in this project's format (``videoqf.pretrained.save``; ``load_pretrained`` reads it)."""
+        from videoqf.pretrained.save import save_pretrained
+
+        save_pretrained(self, directory)
+
     @torch.no_grad()
     def caption(self, batch: dict, prompts: list[str] | None = None, **generate_kwargs) -> list[str]:
         """Captions from the frozen LLM for a batch of clips (stage 2). prompts: B strings, else the

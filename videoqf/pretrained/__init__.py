@@ -2,6 +2,7 @@
 
     transformers Blip2 / InstructBlip / InstructBlipVideo folder  -> ``videoqf.pretrained.hf``
     this project's run, stage or checkpoint folder                -> ``videoqf.recipes.checkpoint_model``
+    a folder ``model.save_pretrained`` wrote (``videoqf.yaml``)    -> ``videoqf.pretrained.save``
 
 Only local paths are read; a path that is none of these is an error that says what was looked for.
 Out: ``export_hf(model, DIR)`` (``videoqf.pretrained.export``) writes a transformers folder back.
@@ -13,8 +14,9 @@ from pathlib import Path
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.pretrained.export import export_hf
 from videoqf.pretrained.hf import HF_CLASSES, hf_model_type, load_hf_folder
+from videoqf.pretrained.save import is_saved, load_saved, save_pretrained
 
-__all__ = ["load_pretrained", "export_hf"]
+__all__ = ["load_pretrained", "export_hf", "save_pretrained"]
 
 
 def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
@@ -29,6 +31,10 @@ def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir() and hf_model_type(path) is not None:
         return load_hf_folder(path, **overrides)
+    if path.is_dir() and is_saved(path):
+        if overrides:
+            raise TypeError(f"{path}: a saved model takes no overrides, got {sorted(overrides)}")
+        return load_saved(path)
     from videoqf.recipes.checkpoint_model import load_model
 
     if overrides:
