@@ -3,6 +3,7 @@
     transformers Blip2 / InstructBlip / InstructBlipVideo folder  -> ``videoqf.pretrained.hf``
     this project's run, stage or checkpoint folder                -> ``videoqf.recipes.checkpoint_model``
     a folder ``model.save_pretrained`` wrote (``videoqf.yaml``)    -> ``videoqf.pretrained.save``
+    a LAVIS ``.pth`` (blip2_opt / blip2_t5 / blip2_vicuna_instruct)  -> ``videoqf.pretrained.lavis`` (``llm=DIR``)
 
 Only local paths are read; a path that is none of these is an error that says what was looked for.
 Out: ``export_hf(model, DIR)`` (``videoqf.pretrained.export``) writes a transformers folder back.
@@ -14,6 +15,7 @@ from pathlib import Path
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.pretrained.export import export_hf
 from videoqf.pretrained.hf import HF_CLASSES, hf_model_type, load_hf_folder
+from videoqf.pretrained.lavis import load_lavis
 from videoqf.pretrained.save import is_saved, load_saved, save_pretrained
 
 __all__ = ["load_pretrained", "export_hf", "save_pretrained"]
@@ -24,13 +26,16 @@ def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
 
     transformers folders take ``dtype`` ("bf16" | "fp16" | "fp32"; default as stored), ``variant``
     ("framewise" | "meanpool"), ``qformer_tokenizer`` (folder) and ``prompt``; this project's checkpoints
-    take none (their config says it all).
+    take none (their config says it all); a LAVIS ``.pth`` takes ``llm`` (its LLM's local folder, required) and
+    ``vision_heads`` besides.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir() and hf_model_type(path) is not None:
         return load_hf_folder(path, **overrides)
+    if path.suffix == ".pth":
+        return load_lavis(path, **overrides)
     if path.is_dir() and is_saved(path):
         if overrides:
             raise TypeError(f"{path}: a saved model takes no overrides, got {sorted(overrides)}")

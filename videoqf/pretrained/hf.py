@@ -113,17 +113,23 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
     model_type = hf_model_type(path)
     if model_type is None:
         raise ValueError(f"{path} is not a transformers folder of {sorted(HF_CLASSES)} (config.json model_type)")
-    if variant not in IMAGE_HEAD_VARIANTS:
-        raise ValueError(f"variant={variant!r}: a released image Q-Former is the head of {IMAGE_HEAD_VARIANTS} only")
     check_weight_files(path)
     hf = HF_CLASSES[model_type].from_pretrained(str(path), local_files_only=True, dtype=torch_dtype(dtype))
-    instruct = model_type != "blip-2"
-
     qtok_dir = Path(qformer_tokenizer).expanduser() if qformer_tokenizer is not None else path / QFORMER_TOKENIZER
     qtok = load_qformer_tokenizer(qtok_dir) if qtok_dir.exists() else None
-    if qtok is None and (instruct or qformer_tokenizer is not None):
+    if qtok is None and (model_type != "blip-2" or qformer_tokenizer is not None):
         raise FileNotFoundError(f"no Q-Former tokenizer at {qtok_dir}")
+    return from_hf_model(hf, image_config=_image_config(path), llm_tokenizer=load_tokenizer(path),
+                         qformer_tokenizer=qtok, variant=variant, prompt=prompt)
 
+
+def from_hf_model(hf, *, image_config: dict, llm_tokenizer, qformer_tokenizer, variant: str = "framewise",
+                  prompt: str = "") -> VideoLanguageModel:
+    """A ``VideoLanguageModel`` made of the parts of ``hf`` (a transformers Blip2 / InstructBlip(Video)
+    ForConditionalGeneration, taken apart); instruction-aware when its Q-Former reads text."""
+    if variant not in IMAGE_HEAD_VARIANTS:
+        raise ValueError(f"variant={variant!r}: a released image Q-Former is the head of {IMAGE_HEAD_VARIANTS} only")
+    qtok = qformer_tokenizer
     qconfig = replace(qformer_config_from_hf(hf.config), text_branch=True)
     text_config = hf.config.text_config
     llm = FrozenLLM(hf.language_model)
@@ -131,11 +137,11 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
     with torch.no_grad():
         projector.net.weight.copy_(hf.language_projection.weight)
         projector.net.bias.copy_(hf.language_projection.bias)
-    bridge = VideoLLMBridge(projector=projector, llm=llm, tokenizer=load_tokenizer(path), prompt=prompt,
-                            instruction_aware=instruct,
+    bridge = VideoLLMBridge(projector=projector, llm=llm, tokenizer=llm_tokenizer, prompt=prompt,
+                            instruction_aware=hf.config.model_type != "blip-2",
                             max_text_len=getattr(text_config, "max_position_embeddings", None) or 512)
     ln_vision = split_post_layernorm(hf.vision_model)
-    vision = PretrainedVisionEncoder(hf.vision_model, _image_config(path))
+    vision = PretrainedVisionEncoder(hf.vision_model, image_config)
     config = ModelConfig(variant=variant, backend={"qformer": asdict(qconfig)}, use_audio=False,
                          max_text_len=qconfig.max_text_len)
     with torch.device("meta"):  # the head takes the checkpoint's tensors: a random one first would double its peak
@@ -148,6 +154,6 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
         hf.query_tokens.detach())
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
-        raise RuntimeError(f"{path}: parts of the model were never loaded nor initialised: {left[:10]}")
+        raise RuntimeError(f"parts of the model were never loaded nor initialised: {left[:10]}")
     model.set_stage(2)
     return model.eval()
