@@ -126,7 +126,8 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
 def from_hf_model(hf, *, image_config: dict, llm_tokenizer, qformer_tokenizer, variant: str = "framewise",
                   prompt: str = "") -> VideoLanguageModel:
     """A ``VideoLanguageModel`` made of the parts of ``hf`` (a transformers Blip2 / InstructBlip(Video)
-    ForConditionalGeneration, taken apart); instruction-aware when its Q-Former reads text."""
+    ForConditionalGeneration, taken apart); instruction-aware when its Q-Former reads text. Its
+    ``pretrained_fresh`` names the head's parameters the checkpoint had no source for."""
     if variant not in IMAGE_HEAD_VARIANTS:
         raise ValueError(f"variant={variant!r}: a released image Q-Former is the head of {IMAGE_HEAD_VARIANTS} only")
     qtok = qformer_tokenizer
