@@ -5,7 +5,8 @@
   python tools/caption.py long.mp4 --start 10 --end 14 --beams 3 --json --checkpoint DIR
 
 --checkpoint takes a checkpoint directory, a stage directory or a run directory (its latest complete
-checkpoint of the last stage). A missing or undecodable file is reported by name and the others are
+checkpoint of the last stage), or any folder ``videoqf.pretrained.load_pretrained`` reads (e.g. a local copy
+of Salesforce/blip2-opt-2.7b). A missing or undecodable file is reported by name and the others are
 still captioned; the exit status is 1 when any video failed.
 """
 from __future__ import annotations
@@ -23,13 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 with redirect_stdout(sys.stderr):
     from videoqf.data.errors import VideoDecodeError  # noqa: E402
     from videoqf.llm.config import MAX_NEW_TOKENS  # noqa: E402
-    from videoqf.recipes.checkpoint_model import caption_video, load_model  # noqa: E402
+    from videoqf.pretrained.inference import load_checkpoint  # noqa: E402
+    from videoqf.recipes.checkpoint_model import caption_video  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("videos", nargs="+", help="video files (any ordinary mp4; with or without audio)")
-    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory")
+    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory, or a transformers "
+                    "BLIP-2 / InstructBLIP / InstructBLIP-Video folder")
+    ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="a released folder's vision and LLM dtype "
+                    "(default: as stored; the Q-Former stays fp32)")
     ap.add_argument("--start", type=float, help="window start in seconds")
     ap.add_argument("--end", type=float, help="window end in seconds (clamped to the video's length)")
     ap.add_argument("--prompt", help="prompt for the LLM (default: the one it was trained with)")
@@ -37,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest caption, in LLM tokens")
     ap.add_argument("--json", action="store_true", help="one JSON object per line: path, window, caption")
     args = ap.parse_args(argv)
-    model, cfg, ckpt = load_model(args.checkpoint)
+    model, cfg, ckpt = load_checkpoint(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
     failed = 0
     for path in args.videos:
         try:

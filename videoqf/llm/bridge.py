@@ -223,10 +223,12 @@ class VideoLLMBridge(nn.Module):
         top_p: float = 0.9,
         temperature: float = 1.0,
         use_cache: bool = True,
+        **generate_kwargs,
     ) -> list[str]:
         """Captions for a batch, through the LLM's `generate` on `inputs_embeds` (greedy by
         default; beam search with num_beams > 1; nucleus sampling with do_sample=True, seeded by
-        the caller's torch.manual_seed). Stops at EOS; the text after the first EOS is dropped."""
+        the caller's torch.manual_seed). Stops at EOS; the text after the first EOS is dropped.
+        Other transformers generation keywords (min_new_tokens, length_penalty, ...) pass through."""
         batch = video_tokens.shape[0]
         prompt_ids = self._prompt_ids(self.resolve_prompts(prompts, batch))
         side = "right" if self.llm.is_encoder_decoder else "left"
@@ -242,6 +244,7 @@ class VideoLLMBridge(nn.Module):
             eos_token_id=self.special.eos,
             pad_token_id=self.special.pad,
             **sampling,
+            **generate_kwargs,
         )
         if self.llm.is_encoder_decoder:
             out = out[:, 1:]  # the decoder start token

@@ -5,6 +5,12 @@ The synthetic world's tokenizer is a `tokenizers` tokenizer.json (WordPiece, spe
 transformers' `PreTrainedTokenizerFast`, a bare tokenizer.json knows none of its special
 tokens' roles, so they are looked up by their conventional spellings; EOS is [SEP] when there is
 no dedicated end token. Only local files are read, never the hub.
+
+An LLM's own tokenizer may lack roles the synthetic one has, as released ones do: OPT-style and
+LLaMA-style tokenizers have no pad token (the bridge pads with embeddings it builds itself and masks
+them, so the pad id only fills finished rows in ``generate``: the end token then, as transformers
+does), and T5's has no BOS (the encoder reads no start token; the decoder starts from the model's
+``decoder_start_token_id``).
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ _SPECIAL_SPELLINGS = {
 
 @dataclass(frozen=True)
 class SpecialTokenIds:
-    """bos is None when the tokenizer has no start token (then nothing is prepended)."""
+    """bos is None when the tokenizer has no start token (then nothing is prepended); pad is the end
+    token when the tokenizer has no pad token."""
 
     pad: int
     eos: int
@@ -44,13 +51,14 @@ def register_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTok
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:
-    """pad / eos / bos ids; a tokenizer without pad or eos is an error."""
-    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+    """pad / eos / bos ids; a tokenizer without an end token is an error."""
+    if tokenizer.eos_token_id is None:
         raise ValueError(
-            f"tokenizer {tokenizer.name_or_path!r} needs a pad and an end token (pad: "
-            f"{tokenizer.pad_token!r}, eos: {tokenizer.eos_token!r}); add [PAD] and [SEP] or [EOS]"
+            f"tokenizer {tokenizer.name_or_path!r} needs an end token (eos: {tokenizer.eos_token!r}); "
+            "add [SEP] or [EOS]"
         )
-    return SpecialTokenIds(pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id)
+    pad = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    return SpecialTokenIds(pad=pad, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:

@@ -50,24 +50,37 @@ class RetrievalHeads(nn.Module):
 
 
 class VideoLanguageModel(nn.Module):
-    def __init__(self, config: ModelConfig, tokenizer, *, encoders: bool = True):
+    """tokenizer: the Q-Former's text tokenizer (stage 1, instructions), or None for a model that only
+    captions without instructions (a released BLIP-2 folder brings none). The LLM reads its own tokenizer:
+    ``llm_tokenizer``, else ``model.llm.tokenizer_path``, else (the synthetic default) ``tokenizer``.
+    vision / bridge: parts built elsewhere (``videoqf.pretrained``: a released checkpoint's vision tower and
+    LLM) instead of from ``config.vision`` / ``config.llm``."""
+
+    def __init__(self, config: ModelConfig, tokenizer, *, encoders: bool = True, llm_tokenizer=None,
+                 vision: nn.Module | None = None, bridge: VideoLLMBridge | None = None):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.vision, self.audio = build_frozen_encoders(config) if encoders else (None, None)
+        if vision is not None:
+            self.vision, self.audio = vision, None
+        else:
+            self.vision, self.audio = build_frozen_encoders(config) if encoders else (None, None)
         self.backend = build_backend(config.variant, backend_config(config.variant, config.backend,
                                                                     preset=config.preset))
         head_vocab = self.backend.head.config.vocab_size
-        if len(tokenizer) > head_vocab:
+        if tokenizer is not None and len(tokenizer) > head_vocab:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the head Q-Former's vocab_size is "
                              f"{head_vocab}: raise model.backend.<head qformer>.vocab_size")
-        if tokenizer.bos_token_id is None:
+        if tokenizer is not None and tokenizer.bos_token_id is None:
             raise ValueError("the tokenizer has no BOS token, which VTG decodes from")
-        self.bos_token_id = tokenizer.bos_token_id
+        self.bos_token_id = None if tokenizer is None else tokenizer.bos_token_id
         self.retrieval_heads = RetrievalHeads(self.backend.hidden_size, config.objectives)
-        self.bridge = (VideoLLMBridge.from_config(config.llm, tokenizer=tokenizer, video_dim=self.backend.hidden_size,
-                                                  num_tokens=self._fixed_token_count())
-                       if config.llm is not None else None)
+        if bridge is None and config.llm is not None:
+            if llm_tokenizer is None and config.llm.tokenizer_path is None:
+                llm_tokenizer = tokenizer
+            bridge = VideoLLMBridge.from_config(config.llm, tokenizer=llm_tokenizer, video_dim=self.backend.hidden_size,
+                                                num_tokens=self._fixed_token_count())
+        self.bridge = bridge
         self.llm_head = copy.deepcopy(self.backend.head) if config.llm is not None and config.llm.own_head else None
         if self.llm_head is not None:
             if not self.backend.tokens_are_head_pass:
@@ -163,6 +176,8 @@ class VideoLanguageModel(nn.Module):
     def _instruction_ids(self, instructions: list[str] | None, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if instructions is None:
             return None, None
+        if self.tokenizer is None:
+            raise ValueError("instructions need the Q-Former's text tokenizer, and this model has none")
         ids, mask = tokenize(self.tokenizer, instructions, self.config.max_text_len)
         return ids.to(device), mask.to(device)
 
@@ -252,6 +267,12 @@ class VideoLanguageModel(nn.Module):
             if done.all():
                 break
         return ids[:, 1:]
+
+    def save_pretrained(self, directory) -> None:
+        """The whole model in this project's format (``videoqf.pretrained.save``; ``load_pretrained`` reads it)."""
+        from videoqf.pretrained.save import save_pretrained
+
+        save_pretrained(self, directory)
 
     @torch.no_grad()
     def caption(self, batch: dict, prompts: list[str] | None = None, **generate_kwargs) -> list[str]:

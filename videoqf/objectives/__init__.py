@@ -12,6 +12,8 @@ OBJECTIVES = ("stage1", "caption")
 def build_objective(name: str, model) -> nn.Module:
     """The loss module of objective ``name`` for ``model`` (its ``config.objectives`` for stage 1)."""
     if name == "stage1":
+        if model.tokenizer is None:
+            raise ValueError("the stage1 objective needs the Q-Former's text tokenizer (model.tokenizer)")
         return Stage1Loss(model.config.objectives)
     if name == "caption":
         if model.bridge is None:
