@@ -42,7 +42,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest caption, in LLM tokens")
     ap.add_argument("--json", action="store_true", help="one JSON object per line: path, window, caption")
     args = ap.parse_args(argv)
-    model, cfg, ckpt = load_checkpoint(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
+    try:
+        model, cfg, ckpt = load_checkpoint(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
     failed = 0
     for path in args.videos:
         try:

@@ -28,7 +28,8 @@ def load_checkpoint(path: str | Path, *, num_frames: int | None = None, **overri
         from videoqf.recipes.checkpoint_model import load_model
 
         if num_frames is not None or overrides:
-            raise TypeError(f"{path}: this project's checkpoints take their settings from their run config")
+            raise ValueError(f"{path}: this project's checkpoints take their settings (frames, dtype, prompt) from "
+                             "their run config; these options are for released folders")
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint at {path}")
         return load_model(path)
