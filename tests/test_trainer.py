@@ -230,8 +230,10 @@ def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.glob("*step_*")) == ["step_000003", "step_000006"]
     # a model whose trainable parameters differ is refused, never partially loaded
     other = make_trainer(make_config(tmp_path, "other", trainable=["out.*"]))
-    with pytest.raises(ValueError, match="trainable parameters differ"):
+    with pytest.raises(ValueError, match=r"config changed.*trainable: \[\] -> \['out\.\*'\]"):
         other.fit(resume=root)
+    with pytest.raises(ValueError, match="trainable parameters differ"):
+        other.fit(resume=root, allow_config_change=True)
     (root / "latest").write_text("step_000009")
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         ckpt.resolve_checkpoint(root)
