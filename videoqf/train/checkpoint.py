@@ -65,7 +65,7 @@ def safe_load(path: str | os.PathLike, map_location=None) -> Any:
         with torch.serialization.safe_globals(list(DEEPSPEED_STATE_CLASSES)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).split("WeightsUnpickler error: ")[-1].split("\n")[0]
+        reason = str(err).split("WeightsUnpickler error: ")[-1].split("\n")[0].split(" by default")[0]
         raise UnsafeCheckpointError(f"refusing to load checkpoint file {path}: it holds a pickled object that is "
                                     f"not plain tensor state ({reason}); it was not executed") from None
 

@@ -246,6 +246,8 @@ class Trainer:
         if resume is not None:
             self._resume(resume, allow_config_change)
         else:
+            if self.rank == 0:  # a fresh start in a used directory (e.g. killed before its first save)
+                truncate_metrics(self.output_dir, 0)
             random.seed(cfg.seed + self.rank)
             np.random.seed(cfg.seed + self.rank)
             torch.manual_seed(cfg.seed + self.rank)
