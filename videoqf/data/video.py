@@ -76,10 +76,10 @@ def frames_in_window(start: float, end: float, fps: float, num_video_frames: int
 def _resolve_window(path: str, start: float | None, end: float | None, duration: float) -> tuple[float, float]:
     start = 0.0 if start is None else float(start)
     end = duration if end is None else float(end)
-    if start < 0 or end <= start:
-        raise BadWindowError(path, f"bad clip window [{start}, {end}): need 0 <= start < end")
     if start >= duration:
         raise BadWindowError(path, f"clip window [{start}, {end}) starts after the end of the video ({duration:.3f} s)")
+    if start < 0 or end <= start:
+        raise BadWindowError(path, f"bad clip window [{start}, {end}): need 0 <= start < end")
     if end > duration + 1e-6:
         warnings.warn(
             f"clip window [{start:.3f}, {end:.3f}) s runs past the end of {path!r} ({duration:.3f} s); "
