@@ -4,7 +4,7 @@ Batch (B items, T = longest frame count, S = longest audio):
 frames [B, T, 3, H, W] (zeros where padded), frame_mask [B, T] bool, timestamps [B, T],
 audio [B, S] float (zeros for padding and for clips without audio) or None when no clip of the batch
 has audio, audio_mask [B, S] bool ([B, 0] when audio is None), caption list[str], video_id [B] long,
-path list[str], index [B] long.
+path list[str], index [B] long, skipped {clip id: reason} (the bad clips the items passed over).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 def collate_items(batch: list[dict]) -> dict:
     """What every batch has, whatever brings the media: frame_mask [B, T], timestamps [B, T], caption,
-    video_id [B], path, index [B]."""
+    video_id [B], path, index [B], skipped."""
     return {
         "frame_mask": pad_sequence([item["frame_mask"] for item in batch], batch_first=True, padding_value=False),
         "timestamps": pad_sequence([item["timestamps"] for item in batch], batch_first=True),
@@ -22,6 +22,7 @@ def collate_items(batch: list[dict]) -> dict:
         "video_id": torch.tensor([item["video_id"] for item in batch], dtype=torch.long),
         "path": [item["path"] for item in batch],
         "index": torch.tensor([item["index"] for item in batch], dtype=torch.long),
+        "skipped": {key: reason for item in batch for key, reason in item.get("skipped", {}).items()},
     }
 
 

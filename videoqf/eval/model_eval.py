@@ -126,8 +126,9 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
     def match(text_idx: torch.Tensor, video_idx: torch.Tensor) -> torch.Tensor:
         return model.stage1.matching_scores(model.backend, context.select(video_idx), ids[text_idx], mask[text_idx])
 
-    unreadable = getattr(dataset, "dataset", dataset).num_bad  # the cached dataset reads through the video one
-    metrics = {"clips": len(records), "unreadable_skipped": unreadable}
+    base = getattr(dataset, "dataset", dataset)  # the cached dataset reads through the video one
+    metrics = {"clips": len(records), "unreadable_skipped": base.num_bad,
+               **{f"skipped_{reason}": n for reason, n in base.skipped_counts().items()}}
     metrics.update({f"vtc_{k}": v for k, v in retrieval_metrics(sim, text_to_video).items() if k.endswith("_r1")})
     metrics.update(two_stage_retrieval_metrics(sim, text_to_video, match, rerank_k))
     if pairs:
