@@ -36,7 +36,7 @@ from videoqf.eval.report import format_metrics  # noqa: E402
 from videoqf.experiment import ExperimentConfig  # noqa: E402
 from videoqf.llm.config import CaptionLMConfig  # noqa: E402
 from videoqf.recipes.features import config_digest, feature_digest  # noqa: E402
-from videoqf.recipes.run import run_experiment  # noqa: E402
+from videoqf.recipes.run import check_resumable, run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import cache_root, prepare_caption_lm, prepare_synthetic, synthetic_dir  # noqa: E402
 from videoqf.train.engine import from_rank0, init_distributed  # noqa: E402
 
@@ -55,6 +55,8 @@ def parse_args(argv=None):
                                      "(configs/synthetic.yaml + the variant's or recipe's file)")
     ap.add_argument("--stage", choices=["1", "2", "both"], help="stages to run (default: the config's, 'both')")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
+    ap.add_argument("--allow-config-change", action="store_true",
+                    help="with --resume: continue although the config changed in a way that breaks exact continuation")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
@@ -82,6 +84,11 @@ def embedded_default(model_file: Path, num_clips: int, persistent_objects: bool 
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
+    if args.resume:
+        try:  # before any data is made or model built
+            check_resumable(args.resume)
+        except FileNotFoundError as err:
+            raise SystemExit(f"--resume: {err}") from None
     if args.config:
         if args.recipe:
             raise SystemExit("--recipe runs on the embedded synthetic world; with --config give the recipe's file")
@@ -101,7 +108,8 @@ def main(argv=None) -> int:
     init_distributed()  # before naming the run directory: every rank must use rank 0's
     run_dir = Path(from_rank0(
         args.resume or args.run_dir or f"runs/{args.recipe or cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume))
+    metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume),
+                                      allow_config_change=args.allow_config_change)
     rank = dist.get_rank()
     dist.destroy_process_group()  # a gloo group left open makes the processes abort at exit
     if rank != 0:  # rank 0 evaluated and reports

@@ -210,7 +210,8 @@ def read_audio(path: str, start: float, end: float, *, rate: int) -> torch.Tenso
             position = None  # index (at ``rate``) of the next decoded sample
             for frame in container.decode(stream):
                 if position is None:
-                    position = 0 if frame.pts is None or seek_to <= 0 else round(float(frame.pts * stream.time_base) * rate)
+                    seeked = frame.pts is not None and seek_to > 0
+                    position = round(float(frame.pts * stream.time_base) * rate) if seeked else 0
                 if position >= hi:
                     break
                 for out in to_mono.resample(frame):

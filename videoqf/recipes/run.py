@@ -4,11 +4,16 @@ A run directory holds ``stage1/`` and ``stage2/`` (each with ``checkpoints/``, `
 ``tensorboard/``), and ``results.json``. Every checkpoint is self-contained: the experiment config
 (``experiment.yaml``), the tokenizer, the frozen LLM and the learned weights (``model.safetensors``)
 lie beside DeepSpeed's files, which is what ``tools/caption.py`` and ``tools/evaluate.py`` read.
+``results.json`` also counts the clips each stage and the evaluation skipped, by reason. A resumed run
+must hold a complete checkpoint, and its saved experiment config must equal this one except where
+``RESUMABLE_KEYS`` says (the trainer checks the train section) unless ``allow_config_change``.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import replace
+
+import yaml
 from pathlib import Path
 
 import torch
@@ -26,10 +31,12 @@ from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives.distributed import get_rank
 from videoqf.recipes.features import clip_overrides, ensure_features
-from videoqf.train.checkpoint import resolve_checkpoint
+from videoqf.train.checkpoint import config_changes, resolve_checkpoint
 from videoqf.train.loop import Trainer
 
 CONFIG_NAME = "experiment.yaml"
+# Experiment keys (prefixes) a resumed run may change and still continue exactly; the trainer judges train.*.
+RESUMABLE_KEYS = ("eval.", "train.", "stages.stage:", "data.num_workers:", "data.features:")
 
 
 def checkpoint_files(cfg: ExperimentConfig, model) -> dict:
@@ -98,6 +105,29 @@ def latest_complete(stage_dir: Path) -> Path | None:
         return None
 
 
+def check_resumable(run_dir: str | Path) -> None:
+    """Raise ``FileNotFoundError`` unless ``run_dir`` holds a complete checkpoint of some stage to resume."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"cannot resume {run_dir}: no such directory")
+    if not any(latest_complete(run_dir / f"stage{stage}") for stage in (1, 2)):
+        raise FileNotFoundError(f"cannot resume {run_dir}: it holds no complete checkpoint "
+                                "(stage1/checkpoints or stage2/checkpoints with a 'latest')")
+
+
+def check_same_experiment(checkpoint: Path, cfg: ExperimentConfig, *, allow_change: bool) -> None:
+    """Refuse to resume ``checkpoint`` when its experiment config differs from ``cfg`` beyond ``RESUMABLE_KEYS``."""
+    saved = yaml.safe_load((checkpoint / CONFIG_NAME).read_text())
+    changes = config_changes(saved, yaml.safe_load(to_yaml(cfg)))
+    breaking = [c for c in changes if not c.startswith(RESUMABLE_KEYS)]
+    if breaking and not allow_change:
+        raise ValueError(f"checkpoint {checkpoint}: the experiment config changed since it was saved ("
+                         f"{'; '.join(breaking)}); resuming would not continue the run exactly. Restore these "
+                         "values, or allow it explicitly (--allow-config-change)")
+    if changes:
+        print(f"resuming {checkpoint} with a changed config: {'; '.join(changes)}", flush=True)
+
+
 def start_from_stage1(model, run_dir: Path, *, resume: bool) -> None:
     """Stage 2 alone continues what stage 1 learned: with ``resume``, the learned weights (and feature
     statistics) of the run directory's latest complete stage-1 checkpoint; otherwise, or without one, it
@@ -111,10 +141,14 @@ def start_from_stage1(model, run_dir: Path, *, resume: bool) -> None:
     load_learned(model, stage1 / "learned")
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[dict, list[dict]]:
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
+                   allow_config_change: bool = False) -> tuple[dict, list[dict]]:
     """Train the selected stages into ``run_dir`` and evaluate; returns (metrics, samples), on rank 0 (the
-    other ranks of a distributed run get empty ones)."""
+    other ranks of a distributed run get empty ones). ``resume``: continue ``run_dir`` (it must hold a
+    complete checkpoint); ``allow_config_change``: even with a config that breaks exact continuation."""
     run_dir = Path(run_dir)
+    if resume:
+        check_resumable(run_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
@@ -125,6 +159,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     fit_feature_statistics(model, train, collate, cfg.model.standardize_clips)
     if 1 not in cfg.stages.selected:
         start_from_stage1(model, run_dir, resume=resume)
+    skipped: dict[str, dict[str, int]] = {}  # distinct clips skipped, by reason, per stage and in evaluation
     for stage in cfg.stages.selected:
         steps = cfg.stages.stage1_steps if stage == 1 else cfg.stages.stage2_steps
         lr = cfg.stages.stage1_lr if stage == 1 else cfg.stages.stage2_lr
@@ -132,6 +167,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         stage_dir = run_dir / f"stage{stage}"
         previous = latest_complete(stage_dir) if resume else None
         if previous is not None:
+            check_same_experiment(previous, cfg, allow_change=allow_config_change)
             load_learned(model, previous / "learned")
         elif stage == 2 and model.llm_head is not None:
             print("stage 2: the LLM's own head starts as a copy of the backend's head", flush=True)
@@ -147,7 +183,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         print(f"stage {stage}: {steps} steps of {cfg.model.variant} into {stage_dir}", flush=True)
         trainer = Trainer(model, train, collate, tcfg, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
         print(f"stage {stage}: {trainer.num_trainable:,} trainable parameters", flush=True)
-        trainer.fit(resume=previous)
+        trainer.fit(resume=previous, allow_config_change=allow_config_change)
+        skipped[f"stage{stage}"] = trainer.skipped_counts()
     metrics: dict = {}
     samples: list[dict] = []
     if get_rank() != 0:  # one process evaluates and writes results.json; the others return nothing
@@ -155,6 +192,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if held_out is not None:
         captions = model.bridge is not None and 2 in cfg.stages.selected
         metrics, samples = evaluation(cfg, held_out, collate, captions=captions)(model, progress=True)
-    (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "samples": samples}, indent=1))
+    if held_out is not None:
+        skipped["eval"] = getattr(held_out, "dataset", held_out).skipped_counts()
+    (run_dir / "results.json").write_text(json.dumps({"metrics": metrics, "skipped": skipped, "samples": samples},
+                                                     indent=1))
     return metrics, samples
 

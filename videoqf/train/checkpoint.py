@@ -16,9 +16,9 @@ Every rank writes into ``tmp-<tag>`` and fsyncs what it wrote; after a barrier r
 (or a machine losing power after it) leaves the previous checkpoint and ``latest`` intact.
 Nothing read back runs code: DeepSpeed's ``.pt`` files and the RNG files are read with
 ``torch.load(weights_only=True)`` and an allow-list of DeepSpeed's own plain state classes
-(:class:`SafeCheckpointEngine`); a file holding any other pickled object is refused with its path. Frozen parameters are not saved (``exclude_frozen_parameters``): the
-model that loads the checkpoint builds them from their own weights, and loading checks that every
-trainable parameter was restored. Reference: DeepSpeed ``save_checkpoint`` / ``load_checkpoint``.
+(:class:`SafeCheckpointEngine`); a file holding any other pickled object is refused with its path.
+Frozen parameters are not saved (``exclude_frozen_parameters``): the model that loads the checkpoint
+builds them from their own weights, and loading checks that every trainable parameter was restored. Reference: DeepSpeed ``save_checkpoint`` / ``load_checkpoint``.
 """
 from __future__ import annotations
 
