@@ -26,7 +26,7 @@ from videoqf.backends import VideoBackend, VideoTokens
 from videoqf.objectives.config import ObjectivesConfig
 from videoqf.objectives.distributed import gather_cat, gather_texts, get_rank, get_world_size
 from videoqf.objectives.stability import UncertaintyWeighting, query_diversity
-from videoqf.objectives.vtc import VideoTextContrastive
+from videoqf.objectives.vtc import VideoTextContrastive, fill_padded_queries
 from videoqf.objectives.vtg import decoder_input_ids, video_grounded_generation_loss
 from videoqf.objectives.vtm import VideoTextMatching, matching_pairs, sample_hard_negatives
 from videoqf.qformer import CrossContext
@@ -59,8 +59,9 @@ class Stage1Objectives(nn.Module):
         return self.vtc.embed_text(cls)
 
     def video_features(self, vt: VideoTokens) -> torch.Tensor:
-        """[B, Q, D] unit-norm contrastive video embeddings (one per head query)."""
-        return self.vtc.embed_video(vt.contrastive_tokens)
+        """[B, Q, D] unit-norm contrastive video embeddings (one per head query; a padded query repeats the
+        clip's first real one, so a max over queries sees real ones only)."""
+        return fill_padded_queries(self.vtc.embed_video(vt.contrastive_tokens), vt.contrastive_mask)
 
     def matching_scores(self, backend: VideoBackend, context: CrossContext, text_ids: torch.Tensor,
                         text_mask: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ class Stage1Objectives(nn.Module):
         query_output = vt.contrastive_tokens
 
         text_cls = head(text_ids=text_ids, text_mask=text_mask).text_output[:, 0]
-        vtc = self.vtc(query_output, text_cls, video_ids)
+        vtc = self.vtc(query_output, text_cls, video_ids, query_mask=vt.contrastive_mask)
         losses["vtc"] = vtc["loss"]
 
         if cfg.vtm_weight > 0:
