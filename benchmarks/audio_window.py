@@ -1,8 +1,9 @@
 """Audio window benchmark: ``load_clip`` of a 2 s window with audio from a 60-minute file against a 10 s file.
 
 The goal is that a window costs the same whatever the file's length (within 1.5x in time and peak memory):
-``read_audio`` seeks to the window instead of decoding the whole track. For reference it also times
-decord's ``AudioReader`` (which decodes the whole track when it opens a file: the old path). Each
+``read_audio`` seeks to the window instead of decoding the whole track. Rows: ``load_clip`` with audio (8
+frames at 224 px), ``load_clip`` without audio, ``read_audio`` alone, and for reference decord's
+``AudioReader`` (which decodes the whole track when it opens a file: the old path; one repeat). Each
 measurement runs in a fresh process, so the peak RSS (``ru_maxrss``) is that of one clip's loading;
 times are medians over repeats in that process.
 
@@ -59,15 +60,21 @@ def write_long_video(path: Path, seconds: float) -> None:
 
 def measure(path: str, start: float, method: str, repeats: int) -> dict:
     """In this (fresh) process: median seconds of one 2 s window, and the peak RSS."""
-    if method == "load_clip":
+    if method in ("load_clip", "load_clip_no_audio"):
         from videoqf.data.samplers import build_sampler
         from videoqf.data.video import load_clip
 
         sampler = build_sampler("uniform", num_frames=8)
+        with_audio = method == "load_clip"
 
         def run():
-            clip = load_clip(path, sampler, start=start, end=start + 2.0, image_size=224)
-            assert clip.audio_mask.all() and clip.audio.shape[0] == 32_000
+            clip = load_clip(path, sampler, start=start, end=start + 2.0, image_size=224, audio=with_audio)
+            assert clip.audio_mask.all() == with_audio and clip.audio_mask.shape[0] == 32_000
+    elif method == "read_audio":
+        from videoqf.data.readers import read_audio
+
+        def run():
+            assert read_audio(path, start, start + 2.0, rate=RATE).shape[0] == 2 * RATE
     else:
         import decord
 
@@ -99,18 +106,20 @@ def main() -> int:
         if not (folder / file).is_file():
             print(f"writing the {name} file {folder / file} ...", flush=True)
             write_long_video(folder / file, seconds)
+    methods = {"load_clip, 8 frames + audio": "load_clip", "load_clip, 8 frames, audio off": "load_clip_no_audio",
+               "read_audio alone": "read_audio", "decord AudioReader (whole track, the old path)": "decord"}
     rows = {}
-    for method in ("load_clip", "decord AudioReader (whole track)"):
+    for method, key in methods.items():
         for name, (file, _, start) in FILES.items():
-            out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--measure",
-                                  str(folder / file), str(start), "load_clip" if method == "load_clip" else "decord"],
-                                 capture_output=True, text=True, check=True)
+            repeats = 1 if key == "decord" else args.repeats
+            out = subprocess.run([sys.executable, __file__, "--repeats", str(repeats), "--measure",
+                                  str(folder / file), str(start), key], capture_output=True, text=True, check=True)
             rows[(method, name)] = json.loads(out.stdout.strip().splitlines()[-1])
     lines = [f"Command: `python benchmarks/audio_window.py --repeats {args.repeats}`", f"Machine: {machine()}",
              f"Date: {time.strftime('%Y-%m-%d')}", "",
              "| 2 s window with audio | 10 s file: time / peak RSS | 60 min file: time / peak RSS | ratio (time, RSS) |",
              "| --- | --- | --- | --- |"]
-    for method in ("load_clip", "decord AudioReader (whole track)"):
+    for method in methods:
         short, long = rows[(method, "10 s")], rows[(method, "60 min")]
         lines.append(f"| {method} | {short['seconds']:.3f} s / {short['peak_rss_mb']:.0f} MB | "
                      f"{long['seconds']:.3f} s / {long['peak_rss_mb']:.0f} MB | "

@@ -189,3 +189,31 @@ def test_checkpoint_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
     assert written
     for path in written:
         assert str(path).replace(str(final), tmp) in synced, path
+
+
+def test_skipped_clips_reach_metrics_and_the_progress_line(tmp_path):
+    class Skipping(ToyDataset):
+        """Item i reports that it passed over a bad clip (as VideoTextDataset does), i % 3 naming the reason."""
+
+        def __getitem__(self, i):
+            reason = ("missing", "bad_window", "truncated")[i % 3]
+            return {**super().__getitem__(i), "skipped": {f"bad{i}": reason}}
+
+    def collate(items):
+        return {"x": torch.stack([it["x"] for it in items]), "y": torch.stack([it["y"] for it in items]),
+                "skipped": {k: v for it in items for k, v in it["skipped"].items()}}
+
+    config = make_config(tmp_path, "skips", max_steps=5, micro_batch_size=4, save_every=0)
+    torch.manual_seed(0)
+    trainer = Trainer(ToyModel(), Skipping(20), collate, config)
+    trainer.fit()
+    want = {"bad_window": 7, "missing": 7, "truncated": 6}  # one epoch: every item once
+    assert trainer.skipped_counts() == want
+    rows = [json.loads(line) for line in open(os.path.join(config.output_dir, "metrics.jsonl"))]
+    assert [r["skipped_clips"] for r in rows if r["kind"] == "train"][-1] == want
+    from videoqf.train.logging import RunLogger
+
+    log = RunLogger(tmp_path / "bar", rank=0, total_steps=2, initial_step=0, progress_bar=True)
+    log.advance({"loss": 1.0}, skipped=want)
+    assert "bad_window:7 missing:7 truncated:6" in str(log.bar)
+    log.close()
