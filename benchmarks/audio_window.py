@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import RESULTS_DIR, machine  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
 
 RATE = 44_100
 FILES = {"60 min": ("long-60min.mp4", 3600.0, 1800.0), "10 s": ("short-10s.mp4", 10.0, 4.0)}  # name, length, start
@@ -115,18 +115,20 @@ def main() -> int:
             out = subprocess.run([sys.executable, __file__, "--repeats", str(repeats), "--measure",
                                   str(folder / file), str(start), key], capture_output=True, text=True, check=True)
             rows[(method, name)] = json.loads(out.stdout.strip().splitlines()[-1])
-    lines = [f"Command: `python benchmarks/audio_window.py --repeats {args.repeats}`", f"Machine: {machine()}",
-             f"Date: {time.strftime('%Y-%m-%d')}", "",
-             "| 2 s window with audio | 10 s file: time / peak RSS | 60 min file: time / peak RSS | ratio (time, RSS) |",
+    lines = ["A 2 s window (with its 44.1 kHz audio, resampled to 16 kHz) from the middle of a 60-minute file and "
+             "of a 10 s file (32x32 MPEG-4 video at 1 fps + AAC); each row's two runs in fresh processes, median "
+             f"of {args.repeats} (the decord row: 1). Goal: the 60-minute file within 1.5x of the 10 s one.", "",
+             "| method | 10 s file: time / peak RSS | 60 min file: time / peak RSS | ratio (time, RSS) |",
              "| --- | --- | --- | --- |"]
     for method in methods:
         short, long = rows[(method, "10 s")], rows[(method, "60 min")]
         lines.append(f"| {method} | {short['seconds']:.3f} s / {short['peak_rss_mb']:.0f} MB | "
                      f"{long['seconds']:.3f} s / {long['peak_rss_mb']:.0f} MB | "
                      f"{long['seconds'] / short['seconds']:.2f}x, {long['peak_rss_mb'] / short['peak_rss_mb']:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    (RESULTS_DIR / "audio_window.md").write_text(text)
-    print(text)
+    lines += ["", "The audio costs the same for both files (``read_audio`` seeks); what remains of the gap in "
+              "``load_clip`` is the frame path: decord's ``VideoReader`` indexes every packet of the file when it "
+              "opens it, audio off as well."]
+    print(write_result("audio_window", "Audio of a window: 60-minute file vs 10 s file", "\n".join(lines)).read_text())
     return 0
 
 

@@ -183,7 +183,6 @@ def test_no_decay_patterns_match_the_models_parameters(tmp_path):
     from fnmatch import fnmatch
 
     from tests.test_video_lm import model_config
-    from videoqf.data.synthetic import load_tokenizer  # noqa: F401
     from videoqf.models.video_lm import VideoLanguageModel
     from videoqf.train.config import DEFAULT_NO_DECAY, TrainConfig
     from videoqf.train.optim import param_groups

@@ -217,3 +217,19 @@ def test_skipped_clips_reach_metrics_and_the_progress_line(tmp_path):
     log.advance({"loss": 1.0}, skipped=want)
     assert "bad_window:7 missing:7 truncated:6" in str(log.bar)
     log.close()
+
+
+def test_resume_refuses_a_changed_experiment(tmp_path):
+    from dataclasses import replace
+
+    from videoqf.config import to_yaml
+    from videoqf.experiment import ExperimentConfig
+    from videoqf.recipes.run import CONFIG_NAME, check_same_experiment
+
+    cfg = ExperimentConfig()
+    (tmp_path / CONFIG_NAME).write_text(to_yaml(cfg))
+    check_same_experiment(tmp_path, replace(cfg, eval=replace(cfg.eval, batch_size=3)), allow_change=False)
+    other_data = replace(cfg, data=replace(cfg.data, annotations="other.jsonl", num_workers=7))
+    with pytest.raises(ValueError, match=r"experiment config changed since it was saved \(data.annotations: '' -> 'other.jsonl'\)"):
+        check_same_experiment(tmp_path, other_data, allow_change=False)
+    check_same_experiment(tmp_path, other_data, allow_change=True)
