@@ -135,9 +135,9 @@ def load_clip(
     wave, real = None, 0
     if audio and info.has_audio:
         native = read_audio(path, *window, rate=info.audio_rate)
-        wave = AF.resample(native, info.audio_rate, AUDIO_SAMPLE_RATE) if len(native) else torch.zeros(0)
+        wave = AF.resample(native, info.audio_rate, AUDIO_SAMPLE_RATE) if len(native) else native
         real = wave.shape[0]
-        if round(len(native) * AUDIO_SAMPLE_RATE / info.audio_rate) < num_audio:  # the track ends in the window
+        if len(native) < round((window[1] - window[0]) * info.audio_rate):  # the track ends inside the window
             wave = torch.cat([wave, wave.new_zeros(max(num_audio - real, 0))])
         num_audio = wave.shape[0]
     return Clip(

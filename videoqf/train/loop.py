@@ -113,15 +113,16 @@ class Trainer:
                 "skipped": self._all_skipped()}
 
     def _all_skipped(self) -> dict[str, str]:
-        """The skipped clips of every rank."""
-        if self.world_size == 1:
-            return dict(self.skipped)
-        parts: list = [None] * self.world_size
-        dist.all_gather_object(parts, self.skipped)
-        return {k: v for part in parts for k, v in part.items()}
+        """The skipped clips of every rank (a collective: every rank calls it at the same point), kept."""
+        if self.world_size > 1:
+            parts: list = [None] * self.world_size
+            dist.all_gather_object(parts, self.skipped)
+            self.skipped = {k: v for part in parts for k, v in part.items()}
+        return dict(self.skipped)
 
     def skipped_counts(self) -> dict[str, int]:
-        """Distinct clips the data skipped so far (this rank's view), by reason."""
+        """Distinct clips the data skipped, by reason: every rank's as of the last log or save, and this
+        rank's since (all of them once ``fit`` returns)."""
         return dict(sorted(Counter(self.skipped.values()).items()))
 
     def _check_config(self, tag_dir: Path, allow_change: bool) -> None:
@@ -290,6 +291,7 @@ class Trainer:
                         final["grad_norm"] = grad_norm
                     if query is not None:
                         final["query_collapse"] = query_collapse(query)
+                    self._all_skipped()
                     log.log(self.step, {**final, "skipped_clips": self.skipped_counts()})
                     window_loss, window_logs, window_steps, window_start = 0.0, {}, 0, time.perf_counter()
                 if cfg.save_every and self.step % cfg.save_every == 0:
@@ -302,6 +304,7 @@ class Trainer:
                 self._save()
             if self.eval_fn is not None and evaluated_at != self.step:
                 final = {**final, **self._evaluate(log)}
+            self._all_skipped()
         finally:
             log.close()
         return final
