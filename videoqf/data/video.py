@@ -3,21 +3,22 @@
 ``load_clip`` is the single entry point the datasets, the feature cache and ``tools/caption.py`` use.
 Frames are squashed to ``image_size x image_size`` (no crop, so nothing at the edges is lost) by
 FFmpeg while decoding (see ``readers.py``), and normalised with the vision encoder's mean/std (pass its timm data config through the keywords).
-Audio is resampled to 16 kHz with ``torchaudio.functional.resample``, as the audio encoder's
-filter banks (AST / BEATs style, 16 kHz fbank) expect.
+Audio is resampled to 16 kHz with torchaudio's ``Resample`` (its kernel built once per rate), as the audio
+encoder's filter banks (AST / BEATs style, 16 kHz fbank) expect.
 
 Notation: T sampled frames, S audio samples at 16 kHz.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
 from dataclasses import dataclass
 
 import torch
-import torchaudio.functional as AF
 from einops import rearrange
+from torchaudio.transforms import Resample
 
 from videoqf.data.errors import BadWindowError, VideoDecodeError
 from videoqf.data.readers import open_video, probe, read_audio, read_frames
@@ -90,6 +91,12 @@ def _resolve_window(path: str, start: float | None, end: float | None, duration:
     return start, end
 
 
+@functools.lru_cache(maxsize=8)
+def _resampler(rate: int) -> Resample:
+    """``rate`` -> 16 kHz; the sinc kernel is built once per rate (building it costs more than applying it)."""
+    return Resample(rate, AUDIO_SAMPLE_RATE)
+
+
 def normalise(frames: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> normalised float [T, 3, H, W]."""
     x = rearrange(frames, "t h w c -> t c h w").float().div_(255.0)
@@ -135,7 +142,7 @@ def load_clip(
     wave, real = None, 0
     if audio and info.has_audio:
         native = read_audio(path, *window, rate=info.audio_rate)
-        wave = AF.resample(native, info.audio_rate, AUDIO_SAMPLE_RATE) if len(native) else native
+        wave = _resampler(info.audio_rate)(native) if len(native) else native
         real = wave.shape[0]
         if len(native) < round((window[1] - window[0]) * info.audio_rate):  # the track ends inside the window
             wave = torch.cat([wave, wave.new_zeros(max(num_audio - real, 0))])
