@@ -105,12 +105,17 @@ def latest_complete(stage_dir: Path) -> Path | None:
         return None
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a complete checkpoint of some stage (what ``resume`` continues)."""
+    return any(latest_complete(Path(run_dir) / f"stage{stage}") for stage in (1, 2))
+
+
 def check_resumable(run_dir: str | Path) -> None:
     """Raise ``FileNotFoundError`` unless ``run_dir`` holds a complete checkpoint of some stage to resume."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"cannot resume {run_dir}: no such directory")
-    if not any(latest_complete(run_dir / f"stage{stage}") for stage in (1, 2)):
+    if not has_checkpoint(run_dir):
         raise FileNotFoundError(f"cannot resume {run_dir}: it holds no complete checkpoint "
                                 "(stage1/checkpoints or stage2/checkpoints with a 'latest')")
 
