@@ -80,7 +80,8 @@ def test_dataset_skips_bad_windows_per_record_and_counts_reasons(tmp_path, make_
     assert [it["caption"] for it in items] == ["full"] + ["first second"] * 4
     assert dataset.skipped_counts() == {"bad_window": 2, "missing": 1}
     assert items[1]["skipped"] == {f"{tmp_path}/good.mp4 [9.0, 10.0)": "bad_window",
-                                   str(tmp_path / "missing.mp4"): "missing", f"{tmp_path}/good.mp4 [1.0, 1.0)": "bad_window"}
+                                   str(tmp_path / "missing.mp4"): "missing",
+                                   f"{tmp_path}/good.mp4 [1.0, 1.0)": "bad_window"}
     assert items[0]["skipped"] == {}
 
 
@@ -132,7 +133,8 @@ def test_unreadable_list_is_merged_and_a_replaced_video_is_not_served_stale(tmp_
     train = write_jsonl(tmp_path / "train.jsonl", [{"video": good, "caption": "a"},
                                                    {"video": good, "caption": "b", "start": 5.0, "end": 6.0},
                                                    {"video": str(tmp_path / "gone.mp4"), "caption": "c"}])
-    held = write_jsonl(tmp_path / "held.jsonl", [{"video": other, "caption": "d"}, {"video": str(text), "caption": "e"}])
+    held = write_jsonl(tmp_path / "held.jsonl", [{"video": other, "caption": "d"},
+                                                 {"video": str(text), "caption": "e"}])
     data = DataConfig(annotations=train, num_frames=2, image_size=64, num_workers=0, max_bad_fraction=1.0)
     out = tmp_path / "cache"
     spec, _ = extract(data, vision, audio, out)

@@ -82,7 +82,8 @@ def dirty(tmp_path_factory):
 
 
 def dirty_config(root: Path, synthetic_dir, *extra):
-    return tiny_config(synthetic_dir, f"data.annotations={root / 'train.jsonl'}", f"eval.annotations={root / 'test.jsonl'}",
+    return tiny_config(synthetic_dir, f"data.annotations={root / 'train.jsonl'}",
+                       f"eval.annotations={root / 'test.jsonl'}",
                        "eval.pairs=''", "data.max_bad_fraction=0.25", "train.micro_batch_size=40",
                        "stages.stage1_steps=5", "stages.stage2_steps=2", "data.num_frames=2",
                        "model.standardize_clips=16", "model.vision.image_size=32", *extra)

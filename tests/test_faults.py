@@ -64,7 +64,8 @@ def test_planted_pickle_in_any_resume_file_is_refused(tmp_path, stage):
         state = torch.load(victim / name, weights_only=False)  # our own clean file
         state["payload"] = Payload(str(marker))
         torch.save(state, victim / name)
-        with pytest.raises(ckpt.UnsafeCheckpointError, match=rf"refusing to load checkpoint file .*{name}: .*GLOBAL io\.open was not an allowed"):
+        refused = rf"refusing to load checkpoint file .*{name}: .*GLOBAL io\.open was not an allowed"
+        with pytest.raises(ckpt.UnsafeCheckpointError, match=refused):
             make_trainer(config).fit(resume=victim)
         assert not marker.exists(), name
     # the config a resume compares is YAML: a python tag in it is refused too, and runs nothing
@@ -82,10 +83,12 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     # five moments drawn at random (one of each kind at least), in the order a run meets them; the driver
     # trains 12 steps, saving every 2 and evaluating every 3
     rng = random.Random(25)
-    moments = {("step", rng.randint(1, 12)), ("save", 2 * rng.randint(1, 5)), ("eval", 3 * rng.randint(1, 3))}
+    draw = {"step": lambda: rng.randint(1, 12), "save": lambda: 2 * rng.randint(1, 5),
+            "eval": lambda: 3 * rng.randint(1, 3)}
+    moments = {(kind, at()) for kind, at in draw.items()}
     while len(moments) < 5:
-        kind = rng.choice(["step", "save", "eval"])
-        moments.add((kind, {"step": rng.randint(1, 12), "save": 2 * rng.randint(1, 5), "eval": 3 * rng.randint(1, 3)}[kind]))
+        kind = rng.choice(sorted(draw))
+        moments.add((kind, draw[kind]()))
     order = {"step": 0, "save": 1, "eval": 2}
     kills = ",".join(f"{k}:{s}" for k, s in sorted(moments, key=lambda m: (m[1], order[m[0]])))
     out = subprocess.run([sys.executable, str(HERE / "_kill_resume.py"), str(tmp_path), "--zero", "0", "2",
@@ -116,7 +119,11 @@ def poison_gradients(model, steps):
 def test_nan_gradient_is_skipped(tmp_path, stage):
     config = make_config(tmp_path, "nan", zero_stage=stage, max_steps=5, save_every=0, eval_every=1)
     snapshots = {}
-    trainer = make_trainer(config, eval_fn=lambda model, step: snapshots.__setitem__(step, trainable_state(model)) or {})
+    def snapshot(model, step):
+        snapshots[step] = trainable_state(model)
+        return {}
+
+    trainer = make_trainer(config, eval_fn=snapshot)
     poison_gradients(trainer.engine.module, {3})
     snapshots[0] = trainable_state(trainer.engine.module)
     trainer.fit()
@@ -230,6 +237,7 @@ def test_resume_refuses_a_changed_experiment(tmp_path):
     (tmp_path / CONFIG_NAME).write_text(to_yaml(cfg))
     check_same_experiment(tmp_path, replace(cfg, eval=replace(cfg.eval, batch_size=3)), allow_change=False)
     other_data = replace(cfg, data=replace(cfg.data, annotations="other.jsonl", num_workers=7))
-    with pytest.raises(ValueError, match=r"experiment config changed since it was saved \(data.annotations: '' -> 'other.jsonl'\)"):
+    changed = r"experiment config changed since it was saved \(data.annotations: '' -> 'other.jsonl'\)"
+    with pytest.raises(ValueError, match=changed):
         check_same_experiment(tmp_path, other_data, allow_change=False)
     check_same_experiment(tmp_path, other_data, allow_change=True)
