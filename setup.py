@@ -6,7 +6,11 @@ setup(
     version="0.1.0",
     description="Video Q-Former research codebase: frame samplers, frozen encoders, "
     "interchangeable video Q-Former backends, VTC/VTM/VTG training under DeepSpeed.",
-    packages=find_packages(include=["videoqf", "videoqf.*"]),
+    # configs/ (DeepSpeed templates, named setups) ships inside the package as videoqf/configs, so a
+    # non-editable install can train; in a checkout the code reads it where it lies.
+    packages=find_packages(include=["videoqf", "videoqf.*"]) + ["videoqf.configs"],
+    package_dir={"videoqf.configs": "configs"},
+    package_data={"videoqf.configs": ["*.yaml", "deepspeed/*.json", "recipes/*.yaml", "variants/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

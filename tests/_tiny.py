@@ -1,5 +1,6 @@
-"""Tiny inputs and models shared by the tests: tiny-preset backends with random features, and the embedded
-default's model section with small frames and a random tiny GPT-2."""
+"""Tiny inputs and models shared by the tests: tiny-preset backends with random features, the embedded
+default's model section with small frames and a random tiny GPT-2, and the cascaded experiment on the tiny
+synthetic set."""
 from dataclasses import dataclass, field
 
 import torch
@@ -8,6 +9,7 @@ from omegaconf import OmegaConf
 from videoqf.backends import backend_config, build_backend
 from videoqf.backends.presets import PRESETS
 from videoqf.config import load_config
+from videoqf.experiment import ExperimentConfig, load_experiment
 from videoqf.models.config import ModelConfig
 
 
@@ -48,3 +50,20 @@ def model_config(variant: str, tmp_path) -> ModelConfig:
            "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
            "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}"]
     return load_config(ModelOnly, path, ["model.vision.image_size=64", *llm]).model
+
+
+def tiny_overrides(synthetic_dir) -> list[str]:
+    return [
+        f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
+        f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
+        "model.vision.image_size=64", "data.num_frames=4", "train.micro_batch_size=4", "train.progress_bar=false",
+        "train.log_every=1", "stages.stage1.steps=3", "stages.stage2.steps=2", "eval.captions_shown=2",
+        "eval.max_new_tokens=8", "model.llm.arch=causal",
+        "model.llm.model_config={model_type: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 96, "
+        "n_positions: 128, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
+    ]
+
+
+def tiny_config(synthetic_dir, *extra: str) -> ExperimentConfig:
+    return load_experiment(["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
+                           [*tiny_overrides(synthetic_dir), *extra])

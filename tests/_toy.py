@@ -7,12 +7,22 @@ resume depends on restoring the RNG. The loss is a batch mean, so 2 ranks x m = 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from videoqf.train.config import TrainConfig
+
 DIM, QUERIES = 8, 4
+
+
+@dataclass
+class RunConfig(TrainConfig):
+    """A toy run's settings and the folder it writes (the trainer takes it as ``output_dir``)."""
+
+    output_dir: str = ""
 
 
 class ToyDataset(Dataset):

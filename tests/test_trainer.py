@@ -4,13 +4,12 @@ a killed save leaves the previous checkpoint loadable, NaN steps are skipped, to
 import json
 import math
 import os
-from dataclasses import dataclass
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from _toy import ToyDataset, ToyModel, trainable_state
+from _toy import RunConfig, ToyDataset, ToyModel, trainable_state
 from videoqf.config import ConfigError, load_config
 from videoqf.train import checkpoint as ckpt
 from videoqf.train.config import TrainConfig
@@ -19,13 +18,6 @@ from videoqf.train.engine import build_ds_config, resolve_precision
 from videoqf.train.logging import RunLogger, query_collapse
 from videoqf.train.loop import Trainer, TrainingDiverged
 from videoqf.train.optim import lr_factor, param_groups
-
-
-@dataclass
-class RunConfig(TrainConfig):
-    """A toy run's settings and the folder it writes."""
-
-    output_dir: str = ""
 
 
 def make_config(tmp_path, name, **kw):
@@ -246,6 +238,8 @@ def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     other = make_trainer(make_config(tmp_path, "other"), model=out_only)
     with pytest.raises(ValueError, match="trainable parameters differ"):
         other.fit(resume=root)
+    with pytest.raises(ValueError, match="trainable parameters differ"):
+        other.fit(resume=root, allow_config_change=True)
     (root / "latest").write_text("step_000009")
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         ckpt.resolve_checkpoint(root)

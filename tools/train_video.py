@@ -31,7 +31,7 @@ from videoqf.backends import BACKENDS  # noqa: E402
 from videoqf.config import ConfigError  # noqa: E402
 from videoqf.eval.report import format_metrics  # noqa: E402
 from videoqf.experiment import load_experiment  # noqa: E402
-from videoqf.recipes.run import run_experiment  # noqa: E402
+from videoqf.recipes.run import check_resumable, run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import CONFIGS, EMBEDDED_CLIPS, embedded_experiment  # noqa: E402
 from videoqf.train.engine import from_rank0, init_distributed, is_main_process, shutdown_distributed  # noqa: E402
 
@@ -48,6 +48,8 @@ def parse_args(argv=None):
     ap.add_argument("--stage", metavar="NAME[,NAME]",
                     help="stages to run, by name (e.g. stage2); default: all of the config's stages")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a run directory from its latest complete checkpoint")
+    ap.add_argument("--allow-config-change", action="store_true",
+                    help="with --resume: continue although the config changed in a way that breaks exact continuation")
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
@@ -61,6 +63,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
+    if args.resume:
+        try:  # before any data is made or model built
+            check_resumable(args.resume)
+        except FileNotFoundError as err:
+            raise SystemExit(f"--resume: {err}") from None
     overrides = list(args.overrides) + ([f"run_stages=[{args.stage}]"] if args.stage else [])
     if args.config and args.recipe:
         raise SystemExit("--recipe runs on the embedded synthetic world; with --config give the recipe's file")
@@ -78,7 +85,8 @@ def main(argv=None) -> int:
     init_distributed()  # before naming the run directory: every rank must use rank 0's
     run_dir = Path(from_rank0(
         args.resume or args.run_dir or f"runs/{args.recipe or cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume))
+    metrics, samples = run_experiment(cfg, run_dir, resume=bool(args.resume),
+                                      allow_config_change=args.allow_config_change)
     main_process = is_main_process()
     shutdown_distributed()
     if not main_process:  # rank 0 evaluated and reports

@@ -41,6 +41,8 @@ class VideoTokens:
     contrastive_tokens: [B, Q, H] the head's query outputs as VTC, the query-diversity regulariser and
         the query-collapse metric read them; left None it is ``tokens[:, :head_queries]``. A backend
         whose LLM tokens are not head queries (``pooled``: head_queries 0) sets it explicitly.
+    contrastive_mask: [B, Q] bool, False for padded contrastive tokens (``framewise``: padded frames'
+        queries); left None it is ``mask[:, :head_queries]``, or all True with explicit tokens.
     """
 
     tokens: torch.Tensor
@@ -50,12 +52,18 @@ class VideoTokens:
     query_cache: QFormerCache | None = None
     frame_weights: torch.Tensor | None = None
     contrastive_tokens: torch.Tensor | None = None
+    contrastive_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.contrastive_tokens is None:
             if self.head_queries < 1:
                 raise ValueError("VideoTokens needs head_queries >= 1 or explicit contrastive_tokens")
             self.contrastive_tokens = self.tokens[:, : self.head_queries]
+            if self.contrastive_mask is None:
+                self.contrastive_mask = self.mask[:, : self.head_queries].bool()
+        if self.contrastive_mask is None:
+            self.contrastive_mask = torch.ones(self.contrastive_tokens.shape[:2], dtype=torch.bool,
+                                               device=self.contrastive_tokens.device)
 
 
 def check_frames(frame_features: torch.Tensor, frame_mask: torch.Tensor | None, width: int) -> torch.Tensor:

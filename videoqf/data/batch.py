@@ -10,6 +10,7 @@ Always (``videoqf.data.collate.collate_items``):
     video_id   [B] long         the same id for captions of one video
     path       list[str]        the video file
     index      [B] long         the dataset item actually returned (after skipping unreadable videos)
+    skipped    dict[str, str]   the clips the items passed over, clip id -> reason (counted by the trainer)
 Media, decoded (``collate_clips``) -- the frozen encoders run on them:
     frames     [B, T, 3, H, W]  normalised pixels (zeros where padded)
     audio      [B, S] float or None; audio_mask [B, S] bool (``[B, 0]`` when no clip of the batch has audio)

@@ -14,8 +14,8 @@ from torch.utils.data import Dataset
 from videoqf.data.annotations import VideoRecord
 from videoqf.data.batch import CACHED_AUDIO, CACHED_AUDIO_MASK, CACHED_FRAMES
 from videoqf.data.collate import collate_items
-from videoqf.data.dataset import VideoTextDataset
-from videoqf.data.errors import VideoDecodeError
+from videoqf.data.dataset import VideoTextDataset, window_id
+from videoqf.data.errors import BadWindowError, VideoDecodeError
 from videoqf.data.extract import read_unreadable, record_key
 from videoqf.data.feature_cache import FeatureCache
 
@@ -46,14 +46,22 @@ class CachedFeatureDataset(Dataset):
     def num_bad(self) -> int:
         return self.dataset.num_bad
 
+    def skipped_counts(self) -> dict[str, int]:
+        return self.dataset.skipped_counts()
+
     def lookup(self, record: VideoRecord, rng: np.random.Generator) -> dict:
         """A record's cached tensors; a video the extraction could not read raises ``VideoDecodeError``."""
         key = record_key(record, **self._key_args)
         if key not in self.cache:
-            if record.video in self.unreadable:
-                raise VideoDecodeError(record.video, self.unreadable[record.video])
+            for listed in (record.video, window_id(record)):
+                if listed in self.unreadable:
+                    entry = self.unreadable[listed]
+                    error = BadWindowError if entry["reason"] == "bad_window" else VideoDecodeError
+                    raise error(record.video, entry["cause"], entry["reason"])
             raise KeyError(f"video {record.video!r} (window {record.start}-{record.end}) is not in feature cache "
-                           f"{self.cache.dir}: run tools/extract_features.py over these annotations")
+                           f"{self.cache.dir} as it is now (a key holds the file's size and modification time: a "
+                           "replaced file is not served its old features): run tools/extract_features.py over "
+                           "these annotations")
         return self.cache.get(key)
 
     def __getitem__(self, index: int) -> dict:

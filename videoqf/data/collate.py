@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 def collate_items(batch: list[dict]) -> dict:
     """What every batch has, whatever brings the media: frame_mask [B, T], timestamps [B, T], caption,
-    video_id [B], path, index [B]."""
+    video_id [B], path, index [B], skipped."""
     return {
         "frame_mask": pad_sequence([item["frame_mask"] for item in batch], batch_first=True, padding_value=False),
         "timestamps": pad_sequence([item["timestamps"] for item in batch], batch_first=True),
@@ -16,6 +16,7 @@ def collate_items(batch: list[dict]) -> dict:
         "video_id": torch.tensor([item["video_id"] for item in batch], dtype=torch.long),
         "path": [item["path"] for item in batch],
         "index": torch.tensor([item["index"] for item in batch], dtype=torch.long),
+        "skipped": {key: reason for item in batch for key, reason in item.get("skipped", {}).items()},
     }
 
 

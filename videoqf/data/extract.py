@@ -5,8 +5,11 @@ One cache entry per distinct clip (video path + window), whatever the number of 
 ``audio_features`` [S, Na, Da] and ``audio_feature_mask`` [S], in the encoders' dtype. A deterministic
 sampler gives the frames the dataset would decode; a random one (``random_segment``, ``head_tail``) is
 drawn once per clip from ``sampler_seed`` and the clip's key, so the cache holds one fixed draw.
-Keys already in the cache are skipped (a killed run resumes); unreadable videos are counted, logged, and
-listed in ``unreadable.json`` so the cached dataset skips them as ``VideoTextDataset`` does.
+Keys already in the cache are skipped (a killed run resumes); a key holds the file's size and modification
+time, so a replaced video is extracted again. Unreadable videos and unusable windows are counted, logged,
+and listed in ``unreadable.json`` (``{clip id: {"cause", "reason"}}``, clip ids as the dataset's
+``clip_id``) so the cached dataset skips them as ``VideoTextDataset`` does; each extraction merges its
+findings into that list (another annotation file's clips stay listed) and drops the clips it now read.
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ from tqdm import tqdm
 
 from videoqf.data.annotations import VideoRecord
 from videoqf.data.batch import CACHED_AUDIO, CACHED_AUDIO_MASK, CACHED_FRAMES
-from videoqf.data.dataset import VideoTextDataset
+from videoqf.data.dataset import VideoTextDataset, clip_id, window_id
 from videoqf.data.errors import VideoDecodeError
 from videoqf.data.feature_cache import CacheSpec, FeatureCacheWriter, cache_key
+from videoqf.io import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +45,23 @@ def record_key(record: VideoRecord, *, sampler_name: str, sampler_seed: int | No
     return cache_key(record.video, window, sampler_name, sampler_seed, num_frames)
 
 
-def read_unreadable(cache_dir: str | os.PathLike) -> dict[str, str]:
-    """{video path: cause} of the videos the extraction could not decode (empty when none)."""
+def read_unreadable(cache_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """{clip id: {"cause", "reason"}} of the clips the extraction could not use (empty when none)."""
     path = Path(cache_dir) / UNREADABLE_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        listed = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); delete it to have the extraction list the clips again")
+    # lists written before reasons were kept map a path to its cause
+    return {k: v if isinstance(v, dict) else {"cause": v, "reason": "undecodable"} for k, v in listed.items()}
 
 
 @dataclass
 class ExtractStats:
-    """Distinct clips, written now, found already in the cache, and unreadable ones (path -> cause)."""
+    """Distinct clips, written now, found already in the cache, and unreadable ones of this call
+    (clip id -> cause)."""
 
     clips: int = 0
     written: int = 0
@@ -85,6 +97,8 @@ def extract_features(dataset: VideoTextDataset, vision, audio, out_dir: str | os
         keys.setdefault(record_key(record, sampler_name=sampler_name, sampler_seed=sampler_seed,
                                    num_frames=num_frames), record)
     stats = ExtractStats(clips=len(keys))
+    found: dict[str, dict[str, str]] = {}
+    read_now: set[str] = set()
     with FeatureCacheWriter(out_dir, spec, shard_size=shard_size) as writer:
         todo = [(key, record) for key, record in keys.items() if not writer.has(key)]
         stats.skipped = len(keys) - len(todo)
@@ -97,15 +111,18 @@ def extract_features(dataset: VideoTextDataset, vision, audio, out_dir: str | os
                 try:
                     decoded.append((key, dataset.decode(record, rng)))
                 except VideoDecodeError as error:
-                    stats.unreadable[record.video] = error.cause
-                    logger.warning("skipping unreadable video %s: %s", record.video, error.cause)
+                    key_id = clip_id(record, error)
+                    stats.unreadable[key_id] = error.cause
+                    found[key_id] = {"cause": error.cause, "reason": error.reason}
+                    logger.warning("skipping unreadable video %s (%s): %s", key_id, error.reason, error.cause)
             if decoded:
                 for (key, _), tensors in zip(decoded, _encode([c for _, c in decoded], vision, audio)):
                     writer.add(key, tensors)
+                    read_now.update((keys[key].video, window_id(keys[key])))
                     stats.written += 1
             bar.update(len(todo[first : first + batch_size]))
         bar.close()
-    tmp = Path(out_dir) / f".{UNREADABLE_NAME}.tmp"
-    tmp.write_text(json.dumps(stats.unreadable, indent=1))
-    os.replace(tmp, Path(out_dir) / UNREADABLE_NAME)
+        # under the writer's lock: merged with what earlier calls (other annotation files) listed
+        listed = {k: v for k, v in read_unreadable(out_dir).items() if k not in read_now}
+        write_atomic(Path(out_dir) / UNREADABLE_NAME, json.dumps({**listed, **found}, indent=1).encode())
     return stats

@@ -35,6 +35,16 @@ LOCK_NAME = ".writer.lock"
 FORMAT_VERSION = 2
 
 
+def file_identity(path: str | os.PathLike) -> list[int] | None:
+    """[size, mtime in ns] of a file (None when it cannot be stat'ed): a file replaced under the same name
+    gets another cache key, so its old features are never served for it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def cache_key(
     path: str | os.PathLike,
     window: tuple[float, float] | None,
@@ -42,9 +52,10 @@ def cache_key(
     sampler_seed: int | None,
     num_frames: int,
 ) -> str:
-    """Stable key of one clip: sha256 of (path as given, window rounded to ms, sampler, seed, frames)."""
+    """Stable key of one clip: sha256 of (path as given, the file's size and mtime, window rounded to ms,
+    sampler, seed, frames)."""
     window_ms = None if window is None else [round(float(w) * 1000) for w in window]
-    fields_ = [os.fspath(path), window_ms, sampler_name, sampler_seed, int(num_frames)]
+    fields_ = [os.fspath(path), file_identity(path), window_ms, sampler_name, sampler_seed, int(num_frames)]
     return hashlib.sha256(json.dumps(fields_).encode()).hexdigest()[:32]
 
 

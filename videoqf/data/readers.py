@@ -9,8 +9,8 @@ with a broken index); it decodes the stream in order and keeps the sampled frame
 Both resize inside FFmpeg (swscale, bicubic) while converting to RGB when given ``size``: a 720p
 frame is never materialised as RGB at full size, which is most of the cost of a naive loader.
 
-Audio: ``read_audio`` returns the mono waveform of a time window at the file's own rate (decord's
-``AudioReader``; PyAV when the video went through the fallback). ``probe`` opens the container with
+Audio: ``read_audio`` returns the mono waveform of a time window at the file's own rate, decoding only
+that window (PyAV seeks; decord's ``AudioReader`` would decode the whole track). ``probe`` opens the container with
 PyAV first, which classifies bad files (missing, empty, not a video, truncated) and says whether an
 audio track exists: decord's ``AudioReader`` raises on a file without one instead of saying so.
 """
@@ -53,11 +53,11 @@ def _looks_like_container(path: str) -> bool:
 def probe(path: str) -> MediaInfo:
     """Open the container (no decoding); raise ``VideoDecodeError`` naming what is wrong."""
     if not os.path.exists(path):
-        raise VideoDecodeError(path, "file does not exist")
+        raise VideoDecodeError(path, "file does not exist", "missing")
     if os.path.isdir(path):
-        raise VideoDecodeError(path, "is a directory, not a video file")
+        raise VideoDecodeError(path, "is a directory, not a video file", "not_video")
     if os.path.getsize(path) == 0:
-        raise VideoDecodeError(path, "empty file (0 bytes)")
+        raise VideoDecodeError(path, "empty file (0 bytes)", "empty")
     try:
         with av.open(path) as container:
             audio = container.streams.audio
@@ -68,10 +68,10 @@ def probe(path: str) -> MediaInfo:
             )
     except av.FFmpegError as exc:
         if _looks_like_container(path):
-            raise VideoDecodeError(path, f"truncated or corrupt container ({exc.strerror})") from exc
-        raise VideoDecodeError(path, f"not a video: no known container format ({exc.strerror})") from exc
+            raise VideoDecodeError(path, f"truncated or corrupt container ({exc.strerror})", "truncated") from exc
+        raise VideoDecodeError(path, f"not a video: no known container format ({exc.strerror})", "not_video") from exc
     if not info.has_video:
-        raise VideoDecodeError(path, "no video stream in the container")
+        raise VideoDecodeError(path, "no video stream in the container", "no_video_stream")
     return info
 
 
@@ -106,13 +106,13 @@ class PyAVReader:
                 declared = stream.frames
                 self.num_frames = sum(1 for p in container.demux(stream) if p.size > 0)
         except av.FFmpegError as exc:
-            raise VideoDecodeError(path, f"truncated or corrupt stream ({exc.strerror})") from exc
+            raise VideoDecodeError(path, f"truncated or corrupt stream ({exc.strerror})", "truncated") from exc
         if declared and self.num_frames < declared:
             # the demuxer stops quietly where a truncated file ends; sampling only the part that is
             # left would silently change what the clip shows
             raise VideoDecodeError(
-                path, f"truncated: the container declares {declared} frames, only {self.num_frames} are present"
-            )
+                path, f"truncated: the container declares {declared} frames, only {self.num_frames} are present",
+                "truncated")
 
     def read(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         wanted = set(indices)
@@ -133,8 +133,8 @@ class PyAVReader:
         missing = sorted(wanted - found.keys())
         if missing:
             raise VideoDecodeError(
-                self.path, f"truncated or corrupt: frames {missing[:5]} of {self.num_frames} did not decode"
-            )
+                self.path, f"truncated or corrupt: frames {missing[:5]} of {self.num_frames} did not decode",
+                "truncated")
         frames = torch.from_numpy(np.stack([found[i][0] for i in indices]))
         return frames, torch.tensor([found[i][1] for i in indices], dtype=torch.float32)
 
@@ -157,7 +157,7 @@ def open_video(path: str, backend: str = "auto", size: int | None = None) -> Dec
                 raise VideoDecodeError(path, f"decord cannot open it ({str(exc).strip()[-200:]})") from exc
             reader = PyAVReader(path, size)
     if reader.num_frames == 0:
-        raise VideoDecodeError(path, "zero decodable frames")
+        raise VideoDecodeError(path, "zero decodable frames", "no_video_stream")
     if reader.fps <= 0:
         raise VideoDecodeError(path, "the video stream has no frame rate")
     return reader
@@ -186,28 +186,40 @@ def read_frames(
     return frames, times, pyav
 
 
-def decord_samples(reader: decord.AudioReader, lo: int, hi: int) -> np.ndarray:
-    """Samples [lo, hi) of channel 0, copied. decord decodes the whole track into a numpy array when it
-    opens the file; its slice API then turns every sample index into a Python int (60 s at 44.1 kHz: 0.65 s,
-    against 0.1 s to decode the track), so the window is cut from that array when it is there."""
-    decoded = getattr(reader, "_array", None)
-    if isinstance(decoded, np.ndarray) and decoded.shape == tuple(reader.shape):
-        return decoded[0, lo:hi].copy()
-    return reader[lo:hi].asnumpy()[0]
+# AAC and most audio codecs overlap each frame with the one before: decoding starts this far before the
+# window so that its first samples come out as they do when the whole track is decoded.
+AUDIO_PREROLL_SECONDS = 0.1
 
 
-def read_audio(path: str, start: float, end: float, *, rate: int, use_decord: bool = True) -> torch.Tensor:
-    """Mono waveform [S] of [start, end) seconds at the file's own sample ``rate`` (from ``probe``)."""
+def read_audio(path: str, start: float, end: float, *, rate: int) -> torch.Tensor:
+    """Mono waveform [S] of [start, end) seconds at the file's own sample ``rate`` (from ``probe``); shorter
+    (possibly empty) where the track ends before ``end``.
+
+    PyAV seeks to the window and decodes only the packets that cover it (plus a short pre-roll), so the cost
+    does not grow with the file's length.
+    """
     lo, hi = round(start * rate), round(end * rate)
+    chunks: list[np.ndarray] = []
     try:
-        if use_decord:
-            reader = decord.AudioReader(path, sample_rate=-1, mono=True)  # -1: keep the file's rate
-            hi = min(hi, reader.shape[1])
-            return torch.from_numpy(decord_samples(reader, lo, hi)).float() if hi > lo else torch.zeros(0)
         with av.open(path) as container:
             stream = container.streams.audio[0]
             to_mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            chunks = [out.to_ndarray()[0] for frame in container.decode(stream) for out in to_mono.resample(frame)]
-    except (decord.DECORDError, av.FFmpegError) as exc:
+            seek_to = start - AUDIO_PREROLL_SECONDS
+            if seek_to > 0:
+                container.seek(int(seek_to / stream.time_base), stream=stream, backward=True)
+            position = None  # index (at ``rate``) of the next decoded sample
+            for frame in container.decode(stream):
+                if position is None:
+                    seeked = frame.pts is not None and seek_to > 0
+                    position = round(float(frame.pts * stream.time_base) * rate) if seeked else 0
+                if position >= hi:
+                    break
+                for out in to_mono.resample(frame):
+                    samples = out.to_ndarray()[0]
+                    first, last = max(lo - position, 0), min(hi - position, len(samples))
+                    if last > first:
+                        chunks.append(samples[first:last])
+                    position += len(samples)
+    except av.FFmpegError as exc:
         raise VideoDecodeError(path, f"audio track could not be decoded ({str(exc).strip()[-200:]})") from exc
-    return torch.from_numpy(np.concatenate(chunks)[lo:hi]).float() if chunks else torch.zeros(0)
+    return torch.from_numpy(np.concatenate(chunks)).float() if chunks else torch.zeros(0)

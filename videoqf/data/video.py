@@ -3,27 +3,28 @@
 ``load_clip`` is the single entry point the datasets, the feature cache and ``tools/caption.py`` use.
 Frames are squashed to ``image_size x image_size`` (no crop, so nothing at the edges is lost) by
 FFmpeg while decoding (see ``readers.py``), and normalised with the vision encoder's mean/std (pass its timm data config through the keywords).
-Audio is resampled to 16 kHz with ``torchaudio.functional.resample``, as the audio encoder's
-filter banks (AST / BEATs style, 16 kHz fbank) expect.
+Audio is resampled to 16 kHz with torchaudio's ``Resample`` (its kernel built once per rate), as the audio
+encoder's filter banks (AST / BEATs style, 16 kHz fbank) expect.
 
 Notation: T sampled frames, S audio samples at 16 kHz.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
 from dataclasses import dataclass
 
 import torch
-import torchaudio.functional as AF
 from einops import rearrange
+from torchaudio.transforms import Resample
 
-from videoqf.data.errors import VideoDecodeError
-from videoqf.data.readers import DecordReader, open_video, probe, read_audio, read_frames
+from videoqf.data.errors import BadWindowError, VideoDecodeError
+from videoqf.data.readers import open_video, probe, read_audio, read_frames
 from videoqf.data.samplers import FrameSampler, RngLike
 
-__all__ = ["AUDIO_SAMPLE_RATE", "Clip", "VideoDecodeError", "load_clip", "frames_in_window"]
+__all__ = ["AUDIO_SAMPLE_RATE", "BadWindowError", "Clip", "VideoDecodeError", "load_clip", "frames_in_window"]
 
 AUDIO_SAMPLE_RATE = 16_000
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,8 +39,10 @@ class Clip:
     frame_indices: [T] long, absolute frame indices in the file (padding repeats the last one).
     timestamps: [T] float, presentation time of each frame in seconds.
     frame_mask: [T] bool, False for frames repeated to pad a short clip.
-    audio: [S] float mono waveform at 16 kHz for the window, or None when the file has no audio track.
-    audio_mask: [S] bool, all True with audio; all False (same length, the window at 16 kHz) without.
+    audio: [S] float mono waveform at 16 kHz for the window, or None when the file has no audio track;
+        zero-padded to the window's length where the track ends early.
+    audio_mask: [S] bool, True for the samples the track has (all True when it covers the window); all
+        False (same length, the window at 16 kHz) without audio.
     path: the file read.
     window: (start, end) in seconds actually used, after clamping to the video's length.
     """
@@ -75,9 +78,9 @@ def _resolve_window(path: str, start: float | None, end: float | None, duration:
     start = 0.0 if start is None else float(start)
     end = duration if end is None else float(end)
     if start >= duration:
-        raise ValueError(f"clip window [{start}, {end}) starts after the end of {path!r} ({duration:.3f} s)")
+        raise BadWindowError(path, f"clip window [{start}, {end}) starts after the end of the video ({duration:.3f} s)")
     if start < 0 or end <= start:
-        raise ValueError(f"bad clip window [{start}, {end}) for {path!r}: need 0 <= start < end")
+        raise BadWindowError(path, f"bad clip window [{start}, {end}): need 0 <= start < end")
     if end > duration + 1e-6:
         warnings.warn(
             f"clip window [{start:.3f}, {end:.3f}) s runs past the end of {path!r} ({duration:.3f} s); "
@@ -86,6 +89,12 @@ def _resolve_window(path: str, start: float | None, end: float | None, duration:
         )
         end = duration
     return start, end
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(rate: int) -> Resample:
+    """``rate`` -> 16 kHz; the sinc kernel is built once per rate (building it costs more than applying it)."""
+    return Resample(rate, AUDIO_SAMPLE_RATE)
 
 
 def normalise(frames: torch.Tensor, mean, std) -> torch.Tensor:
@@ -113,8 +122,9 @@ def load_clip(
 
     ``seed`` (int or numpy Generator) drives random samplers. ``backend``: "auto" (decord, falling
     back to PyAV for files decord cannot open), "decord" or "pyav". Raises ``VideoDecodeError``
-    naming the path and the cause for a missing, empty, non-video, truncated or frameless file;
-    ``ValueError`` for a window that is malformed or starts after the end; warns when clamping.
+    naming the path and the cause for a missing, empty, non-video, truncated or frameless file, and its
+    subclass ``BadWindowError`` for a window that is malformed, starts after the end or holds no frame;
+    warns when clamping. Audio that ends inside (or before) the window is zero-padded and masked.
     """
     path = os.fspath(path)
     info = probe(path)
@@ -123,16 +133,19 @@ def load_clip(
     window = _resolve_window(path, start, end, duration)
     first, stop = frames_in_window(*window, reader.fps, reader.num_frames)
     if stop <= first:
-        raise ValueError(f"clip window {window} of {path!r} holds no frame at {reader.fps:g} fps")
+        raise BadWindowError(path, f"clip window {window} holds no frame at {reader.fps:g} fps")
     sampled = sampler(stop - first, reader.fps, rng=seed)
     indices = [first + i for i in sampled.indices]
     raw, timestamps, reader = read_frames(reader, indices, fallback=backend == "auto")
 
     num_audio = round((window[1] - window[0]) * AUDIO_SAMPLE_RATE)
-    wave = None
+    wave, real = None, 0
     if audio and info.has_audio:
-        native = read_audio(path, *window, rate=info.audio_rate, use_decord=isinstance(reader, DecordReader))
-        wave = AF.resample(native, info.audio_rate, AUDIO_SAMPLE_RATE)
+        native = read_audio(path, *window, rate=info.audio_rate)
+        wave = _resampler(info.audio_rate)(native) if len(native) else native
+        real = wave.shape[0]
+        if len(native) < round((window[1] - window[0]) * info.audio_rate):  # the track ends inside the window
+            wave = torch.cat([wave, wave.new_zeros(max(num_audio - real, 0))])
         num_audio = wave.shape[0]
     return Clip(
         frames=normalise(raw, mean, std),
@@ -140,7 +153,7 @@ def load_clip(
         timestamps=timestamps,
         frame_mask=torch.tensor(sampled.mask, dtype=torch.bool),
         audio=wave,
-        audio_mask=torch.full((num_audio,), wave is not None, dtype=torch.bool),
+        audio_mask=torch.arange(num_audio) < real,
         path=path,
         window=window,
     )

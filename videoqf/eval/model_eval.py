@@ -126,7 +126,8 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
     def match(text_idx: torch.Tensor, video_idx: torch.Tensor) -> torch.Tensor:
         return model.matching_scores(context.select(video_idx), ids[text_idx], mask[text_idx])
 
-    metrics = {"clips": len(records), "unreadable_skipped": dataset.num_bad}
+    metrics = {"clips": len(records), "unreadable_skipped": dataset.num_bad,
+               **{f"skipped_{reason}": n for reason, n in dataset.skipped_counts().items()}}
     metrics.update({f"vtc_{k}": v for k, v in retrieval_metrics(sim, text_to_video).items() if k.endswith("_r1")})
     metrics.update(two_stage_retrieval_metrics(sim, text_to_video, match, rerank_k))
     if pairs:

@@ -35,7 +35,7 @@ from videoqf.models.config import ModelConfig
 from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.groups import named_groups
 from videoqf.modules.standardize import TokenStandardizer
-from videoqf.objectives.vtc import VideoTextContrastive
+from videoqf.objectives.vtc import VideoTextContrastive, fill_padded_queries
 from videoqf.objectives.vtm import VideoTextMatching
 from videoqf.qformer import CrossContext
 
@@ -235,8 +235,10 @@ class VideoLanguageModel(nn.Module):
         return self.retrieval_heads.vtc.embed_text(self.head_text_cls(text_ids, text_mask))
 
     def video_features(self, vt: VideoTokens) -> torch.Tensor:
-        """[B, Q, D] unit-norm contrastive video embeddings (one per head query)."""
-        return self.retrieval_heads.vtc.embed_video(vt.contrastive_tokens)
+        """[B, Q, D] unit-norm contrastive video embeddings (one per head query; a padded query repeats the
+        clip's first real one, so a max over queries sees real ones only)."""
+        features = self.retrieval_heads.vtc.embed_video(vt.contrastive_tokens)
+        return fill_padded_queries(features, vt.contrastive_mask)
 
     def matching_scores(self, context: CrossContext, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Probability that each (video, text) row pair matches: [B]."""

@@ -49,7 +49,8 @@ class Stage1Loss(nn.Module):
         query_output = vt.contrastive_tokens
         losses: dict[str, torch.Tensor] = {}
 
-        vtc = heads.vtc(query_output, model.head_text_cls(text_ids, text_mask), video_ids)
+        vtc = heads.vtc(query_output, model.head_text_cls(text_ids, text_mask), video_ids,
+                        query_mask=vt.contrastive_mask)
         losses["vtc"] = vtc["loss"]
 
         if cfg.vtm_weight > 0:

@@ -22,6 +22,10 @@ gradient reaching rank r's features is world_size times the gradient of that glo
 DDP / DeepSpeed average parameter gradients over ranks (divide by world_size), which turns the
 sum back into exactly the gradient of the global-batch loss.
 
+Padded queries (``framewise``: the queries of padded frames) take no part in the max: each is replaced
+by the clip's first real query before the similarities (``fill_padded_queries``), so no mask has to be
+gathered and a max over the queries sees real ones only.
+
 Notation: B local batch, N = world_size * B global batch, Q queries, H hidden, D embed dim.
 """
 from __future__ import annotations
@@ -45,6 +49,15 @@ def same_video_targets(
     """
     same = (video_ids[:, None] == video_ids_all[None, :]).to(dtype)
     return same / same.sum(dim=-1, keepdim=True)
+
+
+def fill_padded_queries(video_feat: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:
+    """video_feat [B, Q, D] with every query where ``query_mask`` [B, Q] is False replaced by the clip's first
+    real one (each clip has one), so a max over the queries equals the max over the real ones."""
+    if query_mask is None:
+        return video_feat
+    first = video_feat[torch.arange(video_feat.shape[0], device=video_feat.device), query_mask.int().argmax(dim=1)]
+    return torch.where(query_mask[..., None], video_feat, first[:, None])
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float) -> torch.Tensor:
@@ -116,12 +129,13 @@ class VideoTextContrastive(nn.Module):
         video_ids: torch.Tensor | None = None,
         *,
         gather: bool = True,
+        query_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Contrastive loss of the local rows against the (gathered) global batch.
 
         video_ids: [B] long, the same id for captions of one video; None means every entry is
         its own video. gather=False keeps the computation local (evaluation, or a deliberately
-        local loss).
+        local loss). query_mask: [B, Q] bool, False for padded queries (None: all real).
 
         Returns a dict with `loss` (scalar, mean of the two directions), `loss_v2t`, `loss_t2v`,
         `sim_v2t` and `sim_t2v` ([B, N] logits, i.e. similarity / temperature, local rows
@@ -142,7 +156,7 @@ class VideoTextContrastive(nn.Module):
         elif video_ids.shape != (batch,):
             raise ValueError(f"video_ids must have shape [{batch}], got {tuple(video_ids.shape)}")
 
-        video_feat = self.embed_video(query_output)
+        video_feat = fill_padded_queries(self.embed_video(query_output), query_mask)
         text_feat = self.embed_text(text_cls)
         if gather:
             video_feat_all = gather_cat(video_feat, with_grad=self.gather_with_grad)

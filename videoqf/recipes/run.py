@@ -9,6 +9,9 @@ A run directory holds ``experiment.yaml`` and one folder per stage (``stage1/``,
 self-contained: the experiment config (``experiment.yaml``), the tokenizer, the frozen LLM and the learned
 weights (``learned/model.safetensors``) lie beside DeepSpeed's files, which is what ``tools/caption.py`` and
 ``tools/evaluate.py`` read.
+``results.json`` also counts the clips each stage and the evaluation skipped, by reason. A resumed run must
+hold a complete checkpoint, and its saved experiment config must equal this one except where
+``RESUMABLE_KEYS`` says (the trainer checks the effective train settings) unless ``allow_config_change``.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
 from videoqf.config import to_yaml
 from videoqf.data.cached import collate_cached
@@ -32,12 +36,14 @@ from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
 from videoqf.recipes.features import clip_overrides, ensure_features
-from videoqf.train.checkpoint import resolve_checkpoint
+from videoqf.train.checkpoint import config_changes, resolve_checkpoint
 from videoqf.train.config import TrainConfig
 from videoqf.train.engine import is_main_process
 from videoqf.train.loop import Trainer
 
 CONFIG_NAME = "experiment.yaml"
+# Experiment keys (prefixes) a resumed run may change and still continue exactly; the trainer judges train.*.
+RESUMABLE_KEYS = ("eval.", "train.", "run_stages:", "data.features:")
 
 
 def checkpoint_files(cfg: ExperimentConfig, model) -> dict:
@@ -105,6 +111,35 @@ def latest_complete(stage_dir: Path) -> Path | None:
         return None
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a complete checkpoint of some stage (what ``resume`` continues)."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(latest_complete(d) for d in run_dir.iterdir() if (d / "checkpoints").is_dir())
+
+
+def check_resumable(run_dir: str | Path) -> None:
+    """Raise ``FileNotFoundError`` unless ``run_dir`` holds a complete checkpoint of some stage to resume."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"cannot resume {run_dir}: no such directory")
+    if not has_checkpoint(run_dir):
+        raise FileNotFoundError(f"cannot resume {run_dir}: it holds no complete checkpoint "
+                                "(a stage folder's checkpoints/ with a 'latest')")
+
+
+def check_same_experiment(checkpoint: Path, cfg: ExperimentConfig, *, allow_change: bool) -> None:
+    """Refuse to resume ``checkpoint`` when its experiment config differs from ``cfg`` beyond ``RESUMABLE_KEYS``."""
+    saved = yaml.safe_load((checkpoint / CONFIG_NAME).read_text())
+    changes = config_changes(saved, yaml.safe_load(to_yaml(cfg)))
+    breaking = [c for c in changes if not c.startswith(RESUMABLE_KEYS)]
+    if breaking and not allow_change:
+        raise ValueError(f"checkpoint {checkpoint}: the experiment config changed since it was saved ("
+                         f"{'; '.join(breaking)}); resuming would not continue the run exactly. Restore these "
+                         "values, or allow it explicitly (--allow-config-change)")
+    if changes:
+        print(f"resuming {checkpoint} with a changed config: {'; '.join(changes)}", flush=True)
+
+
 def start_from_previous(model, run_dir: Path, previous: str, *, resume: bool) -> None:
     """A run that starts at a later stage continues what the stage before it learned: with ``resume``, the
     learned weights (and feature statistics) of that stage's latest complete checkpoint in ``run_dir``;
@@ -128,10 +163,14 @@ def stage_train_config(train: TrainConfig, stage: StageConfig) -> TrainConfig:
                    warmup_steps=own(stage.warmup_steps, train.warmup_steps))
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[dict, list[dict]]:
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
+                   allow_config_change: bool = False) -> tuple[dict, list[dict]]:
     """Train the selected stages into ``run_dir`` and evaluate; returns (metrics, samples), on rank 0 (the
-    other ranks of a distributed run get empty ones)."""
+    other ranks of a distributed run get empty ones). ``resume``: continue ``run_dir`` (it must hold a
+    complete checkpoint); ``allow_config_change``: even with a config that breaks exact continuation."""
     run_dir = Path(run_dir)
+    if resume:
+        check_resumable(run_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
@@ -147,11 +186,13 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if names.index(selected[0]) > 0:
         start_from_previous(model, run_dir, names[names.index(selected[0]) - 1], resume=resume)
     first_caption = next((n for n in names if cfg.stages[n].objective == "caption"), None)
+    skipped: dict[str, dict[str, int]] = {}  # distinct clips skipped, by reason, per stage and in evaluation
     for name in selected:
         stage = cfg.stages[name]
         stage_dir = run_dir / name
         previous = latest_complete(stage_dir) if resume else None
         if previous is not None:
+            check_same_experiment(previous, cfg, allow_change=allow_config_change)
             load_learned(model, previous / "learned")
         elif name == first_caption and model.llm_head is not None:
             print(f"{name}: the LLM's own head starts as a copy of the backend's head", flush=True)
@@ -168,7 +209,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
                           output_dir=stage_dir, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
         print(f"{name}: {trainer.num_trainable:,} trainable parameters (groups {stage.train}"
               + (f" less {stage.freeze}" if stage.freeze else "") + ")", flush=True)
-        trainer.fit(resume=previous)
+        trainer.fit(resume=previous, allow_config_change=allow_config_change)
+        skipped[name] = trainer.skipped_counts()
     metrics: dict = {}
     samples: list[dict] = []
     if not is_main_process():  # one process evaluates and writes results.json; the others return nothing
@@ -176,5 +218,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if held_out is not None:
         captions = model.bridge is not None and any(cfg.stages[n].objective == "caption" for n in selected)
         metrics, samples = evaluation(cfg, held_out, collate, captions=captions)(model, progress=True)
-    write_atomic(run_dir / "results.json", json.dumps({"metrics": metrics, "samples": samples}, indent=1).encode())
+    if held_out is not None:
+        skipped["eval"] = held_out.skipped_counts()
+    write_atomic(run_dir / "results.json",
+                 json.dumps({"metrics": metrics, "skipped": skipped, "samples": samples}, indent=1).encode())
     return metrics, samples

@@ -39,7 +39,7 @@ from videoqf.measure import interleaved_medians, saved_bytes
 from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
-from videoqf.recipes.run import datasets, make_collate, run_experiment
+from videoqf.recipes.run import datasets, has_checkpoint, make_collate, run_experiment
 from videoqf.recipes.synthetic import CONFIGS as CONFIG_DIR
 from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
@@ -293,7 +293,7 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                     log(f"training {v.name} seed {seed} ...")
                     start = time.perf_counter()
                     run_dir = sweep_dir / v.name / f"seed{seed}"
-                    metrics, samples = run_experiment(cfg, run_dir, resume=True)
+                    metrics, samples = run_experiment(cfg, run_dir, resume=has_checkpoint(run_dir))
                     metrics["query_collapse"] = stage1_query_collapse(run_dir)
                     record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
                               "held_out_clips": len(samples), "wall_s": time.perf_counter() - start}

@@ -11,16 +11,20 @@ Layout of ``<output_dir>/checkpoints``::
         train_config.yaml, <extra files>    what the run needs to be read back (config, tokenizer)
     tmp-step_000009/            a save in progress (or killed): never loaded, removed by the next save
 
-Every rank writes into ``tmp-<tag>``; after a barrier rank 0 renames it to ``<tag>`` (an atomic
-``rename`` on one file system), then replaces ``latest``. A save killed at any point leaves the previous
-checkpoint and ``latest`` intact. Frozen parameters are not saved (``exclude_frozen_parameters``): the
-model that loads the checkpoint builds them from their own weights, and loading checks that every
-trainable parameter was restored. Reference: DeepSpeed ``save_checkpoint`` / ``load_checkpoint``.
+Every rank writes into ``tmp-<tag>`` and fsyncs what it wrote; after a barrier rank 0 renames it to
+``<tag>`` (an atomic ``rename`` on one file system), then replaces ``latest``. A save killed at any point
+(or a machine losing power after it) leaves the previous checkpoint and ``latest`` intact.
+Nothing read back runs code: DeepSpeed's ``.pt`` files and the RNG files are read with
+``torch.load(weights_only=True)`` and an allow-list of DeepSpeed's own plain state classes
+(:class:`SafeCheckpointEngine`); a file holding any other pickled object is refused with its path.
+Frozen parameters are not saved (``exclude_frozen_parameters``): the model that loads the checkpoint
+builds them from their own weights, and loading checks that every trainable parameter was restored. Reference: DeepSpeed ``save_checkpoint`` / ``load_checkpoint``.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -30,6 +34,10 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 import torch.distributed as dist
+from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+from deepspeed.runtime.zero.config import ZeroStageEnum
+from deepspeed.utils.tensor_fragment import fragment_address
 from torch import nn
 
 # One crash-safe small-file writer for the package (temp file, fsync, os.replace, fsync of the folder).
@@ -41,6 +49,49 @@ TMP_PREFIX = "tmp-"
 
 # What may be put beside a checkpoint: a file or directory (copied), or a function writing the path.
 ExtraFile = str | os.PathLike | Callable[[Path], None]
+
+
+# DeepSpeed's optimizer state pickles these plain state holders beside tensors; nothing else is allowed.
+DEEPSPEED_STATE_CLASSES = (LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address)
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file holds a pickled object outside the tensor / DeepSpeed-state allow-list."""
+
+
+def safe_load(path: str | os.PathLike, map_location=None) -> Any:
+    """``torch.load`` that constructs tensors, containers and ``DEEPSPEED_STATE_CLASSES`` only."""
+    try:
+        with torch.serialization.safe_globals(list(DEEPSPEED_STATE_CLASSES)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).split("WeightsUnpickler error: ")[-1].split("\n")[0].split(" by default")[0]
+        raise UnsafeCheckpointError(f"refusing to load checkpoint file {path}: it holds a pickled object that is "
+                                    f"not plain tensor state ({reason}); it was not executed") from None
+
+
+class SafeCheckpointEngine(TorchCheckpointEngine):
+    """DeepSpeed's torch checkpoint engine with its loads through :func:`safe_load` (it uses
+    ``weights_only=False``); DeepSpeed reads every model and optimizer file through its engine."""
+
+    def load(self, path: str, map_location=None):
+        return safe_load(path, map_location)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` and the folders holding them, so a rename publishes written data."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def tag_of(step: int) -> str:
@@ -112,6 +163,7 @@ def save_checkpoint(engine, root: str | os.PathLike, step: int, state: dict[str,
         for name, source in (extra_files or {}).items():
             _put_extra(tmp_dir / name, source)
         write_atomic(tmp_dir / STATE_FILE, json.dumps(state, indent=1).encode())
+    fsync_tree(tmp_dir)  # each rank, after its own files are written
     dist.barrier()
     if rank == 0:
         final, old = root / tag, root / (TMP_PREFIX + "old-" + tag)
@@ -126,6 +178,18 @@ def save_checkpoint(engine, root: str | os.PathLike, step: int, state: dict[str,
             shutil.rmtree(old)
     dist.barrier()
     return root / tag
+
+
+def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``"key.sub: saved -> current"`` for every key whose value differs between two nested config dicts."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_changes(a, b, f"{prefix}{key}.")
+        elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -170,6 +234,7 @@ def load_checkpoint(engine, path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"checkpoint {tag_dir}: its trainable parameters differ from the model's "
                          f"(only in checkpoint: {sorted(set(state['trainable']) - set(trainable))[:10]}, "
                          f"only in model: {sorted(set(trainable) - set(state['trainable']))[:10]})")
+    engine.checkpoint_engine = SafeCheckpointEngine(engine._config)
     load_path, _ = engine.load_checkpoint(str(tag_dir.parent), tag=tag_dir.name, load_module_strict=False,
                                           custom_load_fn=_check_trainable_restored(engine.module, tag_dir))
     if load_path is None:
@@ -177,5 +242,5 @@ def load_checkpoint(engine, path: str | os.PathLike) -> dict[str, Any]:
     rng_file = tag_dir / f"rng_rank{dist.get_rank()}.pt"
     if not rng_file.is_file():
         raise FileNotFoundError(f"checkpoint {tag_dir} has no RNG state for rank {dist.get_rank()}: {rng_file}")
-    _set_rng_state(torch.load(rng_file, weights_only=True))
+    _set_rng_state(safe_load(rng_file))
     return state

@@ -13,7 +13,9 @@ ZERO_STAGES = (0, 1, 2)
 # Parameters matched by these globs get no weight decay (besides every parameter with ndim < 2, i.e.
 # biases, norm scales and scalar temperatures): learned query tokens and position embeddings are
 # "where" and "what to ask" tables rather than weights, and shrinking them towards 0 only erases them.
-DEFAULT_NO_DECAY = ("*query_tokens*", "*pos_embed*", "*position_embedding*", "*temporal_embed*")
+# Named as this code names them: modules/position.py's tables (frame / segment positions) and the
+# Q-Former text branch's position embedding.
+DEFAULT_NO_DECAY = ("*query_tokens", "*position.table", "*text_embeddings.position.weight")
 
 
 @dataclass

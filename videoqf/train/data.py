@@ -4,8 +4,10 @@ Epoch ``e`` visits ``torch.randperm(N, generator=seed_of(seed, e))`` (tail dropp
 the same count); rank ``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...`` so ``W`` ranks with micro
 batch ``m`` see, step for step, the same samples as one rank with micro batch ``W * m``. Each sample's
 own randomness (augmentation, frame sampling) is seeded from ``(seed, epoch, global position)``, so it
-does not depend on the number of ranks or workers, nor on where a run was resumed. A resumed stream
-starts at a saved position and never loads the samples before it.
+does not depend on the number of ranks or workers, nor on where a run was resumed. A dataset with
+``set_epoch`` (a caption drawn per epoch, ...) is told the epoch before each epoch's loader starts its
+workers, a resumed stream included. A resumed stream starts at a saved position and never loads the
+samples before it.
 Reference: ``torch.utils.data.DistributedSampler`` (same interleaved sharding), made resumable.
 """
 from __future__ import annotations
@@ -95,6 +97,8 @@ class MicroBatchStream:
         return {"epoch": self.epoch, "position": self.position}
 
     def _loader(self) -> DataLoader:
+        if hasattr(self.dataset.dataset, "set_epoch"):  # before the loader copies the dataset to its workers
+            self.dataset.dataset.set_epoch(self.epoch)
         sampler = ResumableDistributedSampler(self.size, seed=self.seed, epoch=self.epoch, rank=self.rank,
                                               world_size=self.world_size, start=self.position)
         # The loader's own generator only seeds worker processes; sample randomness is SeededDataset's.

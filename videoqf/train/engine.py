@@ -26,7 +26,10 @@ from torch import nn
 from videoqf.train.config import TrainConfig
 from videoqf.train.optim import build_optimizer, build_scheduler
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
+_PACKAGE = Path(__file__).resolve().parents[1]
+# An installed package carries configs/ as videoqf/configs (setup.py's package data); a checkout has it beside.
+TEMPLATE_DIR = next((d for d in (_PACKAGE / "configs" / "deepspeed", _PACKAGE.parent / "configs" / "deepspeed")
+                     if d.is_dir()), _PACKAGE.parent / "configs" / "deepspeed")
 
 
 def _free_port() -> int:

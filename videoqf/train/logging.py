@@ -74,10 +74,14 @@ class RunLogger:
             warnings.warn(f"step {step}: query collapse {collapse:.3f} > {COLLAPSE_WARN}: the query outputs "
                           "are nearly parallel (queries ask the same thing)", RuntimeWarning, stacklevel=2)
 
-    def advance(self, postfix: dict[str, float]) -> None:
+    def advance(self, postfix: dict[str, float], skipped: dict[str, int] | None = None) -> None:
+        """Move the bar one step; ``skipped``: clips the data skipped so far, by reason (shown when any)."""
         if self.active:
             self.bar.update(1)
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+            shown = {k: f"{v:.4g}" for k, v in postfix.items()}
+            if skipped:
+                shown["skipped"] = " ".join(f"{reason}:{n}" for reason, n in skipped.items())
+            self.bar.set_postfix(shown, refresh=False)
 
     def close(self) -> None:
         if self.active:

@@ -8,12 +8,23 @@ optimizer state and are not checkpointed.
 A step whose loss is NaN/Inf on any rank (agreed by an all-reduce before any backward) is skipped:
 no backward, no optimizer update, its gradients so far discarded, its remaining micro-batches drawn
 but not run (so later steps see the same data as a run without the skip); the lr schedule moves on.
-``max_nan_steps`` skipped steps in a row raise :class:`TrainingDiverged`, the last checkpoint kept.
+A step whose loss is finite but whose gradients are not is skipped too (no update, the lr schedule moves
+on): the plain optimizer's gradient norm is checked before the update, DeepSpeed's ZeRO optimizers skip
+such a step themselves and say so (``was_step_applied``). ``max_nan_steps`` skipped steps in a row raise
+:class:`TrainingDiverged` naming the last checkpoint, and no checkpoint is written from non-finite weights.
+A batch may carry ``skipped``: ``{clip id: reason}`` of the samples the data passed over to fill it; the
+trainer takes it out of the batch and reports the distinct clips by reason (metrics.jsonl, progress bar,
+``skipped_counts()``), kept across a resume.
+Resume compares the checkpoint's ``train_config.yaml`` with this run's config and refuses a change that
+breaks exact continuation (any key but ``RESUMABLE_CHANGES``) unless ``allow_config_change``.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,8 +34,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
-from videoqf.config import to_yaml
-from videoqf.train.checkpoint import ExtraFile, isolated_rng, load_checkpoint, save_checkpoint
+from videoqf.config import load_config, to_yaml
+from videoqf.train.checkpoint import (ExtraFile, config_changes, isolated_rng, load_checkpoint, resolve_checkpoint,
+                                      save_checkpoint)
 from videoqf.train.config import TrainConfig
 from videoqf.train.data import MicroBatchStream
 from videoqf.train.engine import build_engine, init_distributed
@@ -33,8 +45,13 @@ from videoqf.train.logging import RunLogger, query_collapse, truncate_metrics
 EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
 
 
+# Keys that change logging, saving or speed only: a resumed run may change them and still continue exactly.
+RESUMABLE_CHANGES = frozenset({"log_every", "eval_every", "save_every", "keep_last", "max_nan_steps", "output_dir",
+                               "num_workers", "progress_bar", "num_threads"})
+
+
 class TrainingDiverged(RuntimeError):
-    """Too many steps in a row with a non-finite loss."""
+    """Too many steps in a row with a non-finite loss or gradient (or weights gone non-finite)."""
 
 
 def to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
@@ -90,20 +107,56 @@ class Trainer:
         self.step = 0
         self.nan_streak = 0
         self.last_checkpoint: Path | None = None
+        self.skipped: dict[str, str] = {}  # clip id -> reason, of the samples the data skipped
 
     # ----------------------------------------------------------------------------------------- state
     def _state(self) -> dict[str, Any]:
         return {"step": self.step, **self.stream.state(), "world_size": self.world_size,
-                "nan_streak": self.nan_streak, "total_steps": self.total_steps, "trainable": self.trainable}
+                "nan_streak": self.nan_streak, "total_steps": self.total_steps, "trainable": self.trainable,
+                "skipped": self._all_skipped()}
 
-    def _resume(self, path: str | Path) -> None:
-        state = load_checkpoint(self.engine, path)
+    def _all_skipped(self) -> dict[str, str]:
+        """The skipped clips of every rank (a collective: every rank calls it at the same point), kept."""
+        if self.world_size > 1:
+            parts: list = [None] * self.world_size
+            dist.all_gather_object(parts, self.skipped)
+            self.skipped = {k: v for part in parts for k, v in part.items()}
+        return dict(self.skipped)
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Distinct clips the data skipped, by reason: every rank's as of the last log or save, and this
+        rank's since (all of them once ``fit`` returns)."""
+        return dict(sorted(Counter(self.skipped.values()).items()))
+
+    def _check_config(self, tag_dir: Path, allow_change: bool) -> None:
+        saved = asdict(load_config(TrainConfig, tag_dir / "train_config.yaml"))
+        changes = config_changes(saved, asdict(self.config))
+        breaking = [c for c in changes if c.split(":")[0] not in RESUMABLE_CHANGES]
+        if breaking and not allow_change:
+            raise ValueError(f"checkpoint {tag_dir}: the train config changed since it was saved ("
+                             f"{'; '.join(breaking)}); resuming would not continue the run exactly. Restore "
+                             "these values, or allow it explicitly (allow_config_change / --allow-config-change)")
+        if changes and self.rank == 0:
+            print(f"resuming {tag_dir} with a changed train config: {'; '.join(changes)}", flush=True)
+
+    def _resume(self, path: str | Path, allow_config_change: bool = False) -> None:
+        tag_dir = resolve_checkpoint(path)
+        self._check_config(tag_dir, allow_config_change)
+        state = load_checkpoint(self.engine, tag_dir)
         self.step, self.nan_streak = state["step"], state["nan_streak"]
         self.stream.epoch, self.stream.position = state["epoch"], state["position"]
+        self.skipped = dict(state.get("skipped", {}))
+        self.last_checkpoint = tag_dir
         if self.rank == 0:
             truncate_metrics(self.output_dir, self.step)
 
     def _save(self) -> None:
+        finite = torch.tensor([float(all(torch.isfinite(p).all() for p in self.engine.module.parameters()
+                                         if p.requires_grad))])
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() == 0:
+            raise TrainingDiverged(f"step {self.step}: the trained weights hold NaN/Inf; not saving them. "
+                                   f"Last good checkpoint: {self.last_checkpoint or 'none saved yet'}")
         self.last_checkpoint = save_checkpoint(self.engine, self.checkpoint_dir, self.step, self._state(),
                                                keep_last=self.config.keep_last, extra_files=self.extra_files)
 
@@ -120,17 +173,30 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------------------------------ step
-    def _run_step(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], torch.Tensor | None, float | None]:
+    def _next_batch(self) -> Any:
+        batch = self.stream.next()
+        if isinstance(batch, dict) and isinstance(batch.get("skipped"), Mapping):
+            self.skipped.update(batch.pop("skipped"))
+        return batch
+
+    def _skip_step(self) -> None:
+        """Drop this step's gradients (partial accumulations must not leak into the next step); the lr
+        schedule moves on."""
+        self.engine.optimizer.zero_grad()
+        self.engine.zero_grad()
+        self.engine.lr_scheduler.step()
+
+    def _run_step(self) -> tuple[torch.Tensor | str, dict[str, torch.Tensor], torch.Tensor | None, float | None]:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, logs, query_output, grad_norm).
 
-        loss is None when the step was skipped for a non-finite loss on some rank. loss and logs are
-        means over micro-batches and ranks.
+        loss is the reason ("non-finite loss" / "non-finite gradient") when the step was skipped on some
+        rank. loss and logs are means over micro-batches and ranks.
         """
         engine, gas = self.engine, self.config.grad_accum
         loss_sum, logs_sum, query = torch.zeros((), device=engine.device), {}, None
         skipped = False
         for micro in range(gas):
-            batch = self.stream.next()
+            batch = self._next_batch()
             if skipped:
                 continue
             engine.set_gradient_accumulation_boundary(micro == gas - 1)
@@ -147,13 +213,19 @@ class Trainer:
                 logs_sum[name] = logs_sum.get(name, 0.0) + value.detach().float()
             query = out.get("query_output")
         if skipped:
-            # Partial accumulations of earlier micro-batches must not leak into the next step.
-            engine.optimizer.zero_grad()
-            engine.zero_grad()
-            engine.lr_scheduler.step()
-            return None, {}, None, None
+            self._skip_step()
+            return "non-finite loss", {}, None, None
         grad_norm = None if hasattr(engine.optimizer, "_global_grad_norm") else self._local_grad_norm()
+        if grad_norm is not None:
+            finite = torch.tensor([float(math.isfinite(grad_norm))])
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() == 0:
+                self._skip_step()
+                return "non-finite gradient", {}, None, None
         engine.step()
+        if not engine.was_step_applied():  # ZeRO found a non-finite gradient norm and skipped the update
+            engine.lr_scheduler.step()
+            return "non-finite gradient", {}, None, None
         if grad_norm is None and engine.get_global_grad_norm() is not None:
             grad_norm = float(engine.get_global_grad_norm())
         names = sorted(logs_sum)
@@ -167,15 +239,19 @@ class Trainer:
         return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
     # ------------------------------------------------------------------------------------------- fit
-    def fit(self, resume: str | Path | None = None) -> dict[str, float]:
+    def fit(self, resume: str | Path | None = None, *, allow_config_change: bool = False) -> dict[str, float]:
         """Train to ``total_steps``; ``resume``: a checkpoint (tag dir, checkpoints root or run dir) to continue.
 
-        Returns the last logged training metrics and the final evaluation's metrics.
+        allow_config_change: resume even though the train config changed in a way that breaks exact
+        continuation (see ``RESUMABLE_CHANGES``). Returns the last logged training metrics and the final
+        evaluation's metrics.
         """
         cfg = self.config
         if resume is not None:
-            self._resume(resume)
+            self._resume(resume, allow_config_change)
         else:
+            if self.rank == 0:  # a fresh start in a used directory (e.g. killed before its first save)
+                truncate_metrics(self.output_dir, 0)
             random.seed(cfg.seed + self.rank)
             np.random.seed(cfg.seed + self.rank)
             torch.manual_seed(cfg.seed + self.rank)
@@ -193,13 +269,13 @@ class Trainer:
                 lr = self.engine.lr_scheduler.get_last_lr()[0]
                 loss, logs, query, grad_norm = self._run_step()
                 self.step += 1
-                if loss is None:
+                if isinstance(loss, str):
                     self.nan_streak += 1
-                    log.log(self.step, {"skipped": "non-finite loss", "nan_streak": self.nan_streak, "lr": lr})
+                    log.log(self.step, {"skipped": loss, "nan_streak": self.nan_streak, "lr": lr})
                     if self.nan_streak >= cfg.max_nan_steps:
                         kept = self.last_checkpoint or "none saved yet"
                         raise TrainingDiverged(
-                            f"{self.nan_streak} steps in a row had a non-finite loss (steps "
+                            f"{self.nan_streak} steps in a row had a {loss} (steps "
                             f"{self.step - self.nan_streak + 1}..{self.step}); stopping. "
                             f"Last good checkpoint: {kept}")
                 else:
@@ -208,7 +284,7 @@ class Trainer:
                     for name, value in logs.items():
                         window_logs[name] = window_logs.get(name, 0.0) + value.item()
                     window_steps += 1
-                    log.advance({"loss": loss.item(), "lr": lr})
+                    log.advance({"loss": loss.item(), "lr": lr}, skipped=self.skipped_counts())
                 if window_steps and self.step % cfg.log_every == 0:
                     elapsed = time.perf_counter() - window_start
                     final = {"loss": window_loss / window_steps,
@@ -218,7 +294,8 @@ class Trainer:
                         final["grad_norm"] = grad_norm
                     if query is not None:
                         final["query_collapse"] = query_collapse(query)
-                    log.log(self.step, final)
+                    self._all_skipped()
+                    log.log(self.step, {**final, "skipped_clips": self.skipped_counts()})
                     window_loss, window_logs, window_steps, window_start = 0.0, {}, 0, time.perf_counter()
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self._save()
@@ -230,6 +307,7 @@ class Trainer:
                 self._save()
             if self.eval_fn is not None and evaluated_at != self.step:
                 final = {**final, **self._evaluate(log)}
+            self._all_skipped()
         finally:
             log.close()
         return final
