@@ -46,7 +46,7 @@ EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
 
 
 # Keys that change logging, saving or speed only: a resumed run may change them and still continue exactly.
-RESUMABLE_CHANGES = frozenset({"log_every", "eval_every", "save_every", "keep_last", "max_nan_steps", "output_dir",
+RESUMABLE_CHANGES = frozenset({"log_every", "eval_every", "save_every", "keep_last", "max_nan_steps",
                                "num_workers", "progress_bar", "num_threads"})
 
 
