@@ -20,7 +20,7 @@ def test_export_hf_round_trip_captions(name, tmp_path):
         for p in [*ours.backend.parameters(), *ours.bridge.projector.parameters()]:
             p.add_(torch.randn_like(p) * 0.05)
     video = family == "instructblipvideo"
-    export_hf(ours, tmp_path / "exported", video=video)
+    ours.export_hf(tmp_path / "exported", video=video)  # the method; the function is the same code
 
     hf = H.CLASSES[family].from_pretrained(tmp_path / "exported").eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "exported")

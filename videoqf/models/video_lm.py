@@ -276,6 +276,13 @@ class VideoLanguageModel(nn.Module):
 
         save_pretrained(self, directory)
 
+    def export_hf(self, directory, *, video: bool = False):
+        """This image or framewise model as a transformers Blip2 / InstructBlip(Video) folder
+        (``videoqf.pretrained.export``); returns the folder."""
+        from videoqf.pretrained.export import export_hf
+
+        return export_hf(self, directory, video=video)
+
     @torch.no_grad()
     def caption(self, batch: dict, prompts: list[str] | None = None, **generate_kwargs) -> list[str]:
         """Captions from the frozen LLM for a batch of clips. prompts: B strings, else the batch's ``prompt``,
