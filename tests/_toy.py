@@ -18,11 +18,16 @@ from videoqf.train.config import TrainConfig
 DIM, QUERIES = 8, 4
 
 
-@dataclass
-class RunConfig(TrainConfig):
-    """A toy run's settings and the folder it writes (the trainer takes it as ``output_dir``)."""
+@dataclass(frozen=True)
+class ToyRun:
+    """A toy run's trainer settings and the folder it writes (the trainer takes the two apart); the settings'
+    fields read through (``run.max_steps``)."""
 
-    output_dir: str = ""
+    config: TrainConfig
+    output_dir: str
+
+    def __getattr__(self, name):
+        return getattr(self.config, name)
 
 
 class ToyDataset(Dataset):

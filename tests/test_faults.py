@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from _toy import RunConfig, ToyDataset, ToyModel, trainable_state
+from _toy import ToyDataset, ToyModel, ToyRun, trainable_state
 from videoqf.train import checkpoint as ckpt
+from videoqf.train.config import TrainConfig
 from videoqf.train.loop import Trainer, TrainingDiverged
 
 HERE = Path(__file__).resolve().parent
@@ -23,13 +24,13 @@ HERE = Path(__file__).resolve().parent
 
 def make_config(tmp_path, name, **kw):
     base = dict(max_steps=4, micro_batch_size=4, grad_accum=1, lr=1e-2, log_every=1, save_every=2,
-                output_dir=str(tmp_path / name), progress_bar=False)
-    return RunConfig(**{**base, **kw})
+                progress_bar=False)
+    return ToyRun(TrainConfig(**{**base, **kw}), str(tmp_path / name))
 
 
-def make_trainer(config, **kw):
+def make_trainer(run, **kw):
     torch.manual_seed(0)
-    return Trainer(ToyModel(), ToyDataset(20), None, config, output_dir=config.output_dir, **kw)
+    return Trainer(ToyModel(), ToyDataset(20), None, run.config, output_dir=run.output_dir, **kw)
 
 
 def fresh_env() -> dict:
@@ -211,7 +212,7 @@ def test_skipped_clips_reach_metrics_and_the_progress_line(tmp_path):
 
     config = make_config(tmp_path, "skips", max_steps=5, micro_batch_size=4, save_every=0)
     torch.manual_seed(0)
-    trainer = Trainer(ToyModel(), Skipping(20), collate, config, output_dir=config.output_dir)
+    trainer = Trainer(ToyModel(), Skipping(20), collate, config.config, output_dir=config.output_dir)
     trainer.fit()
     want = {"bad_window": 7, "missing": 7, "truncated": 6}  # one epoch: every item once
     assert trainer.skipped_counts() == want

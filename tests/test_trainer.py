@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from _toy import RunConfig, ToyDataset, ToyModel, trainable_state
+from _toy import ToyDataset, ToyModel, ToyRun, trainable_state
 from videoqf.config import ConfigError, load_config
 from videoqf.train import checkpoint as ckpt
 from videoqf.train.config import TrainConfig
@@ -22,13 +22,13 @@ from videoqf.train.optim import lr_factor, param_groups
 
 def make_config(tmp_path, name, **kw):
     base = dict(max_steps=6, micro_batch_size=4, grad_accum=2, lr=1e-2, warmup_steps=2, log_every=1,
-                output_dir=str(tmp_path / name), progress_bar=False)
-    return RunConfig(**{**base, **kw})
+                progress_bar=False)
+    return ToyRun(TrainConfig(**{**base, **kw}), str(tmp_path / name))
 
 
-def make_trainer(config, *, init_seed=0, dataset=None, model=None, **kw):
+def make_trainer(run, *, init_seed=0, dataset=None, model=None, **kw):
     torch.manual_seed(init_seed)
-    return Trainer(model or ToyModel(), dataset or ToyDataset(20), None, config, output_dir=config.output_dir, **kw)
+    return Trainer(model or ToyModel(), dataset or ToyDataset(20), None, run.config, output_dir=run.output_dir, **kw)
 
 
 def read_metrics(config, kind="train"):
