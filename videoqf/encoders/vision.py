@@ -12,12 +12,11 @@ from typing import Any
 
 import timm
 import torch
-from einops import rearrange
 from timm.data import resolve_data_config
-from torch import nn
 
 from videoqf.encoders.config import VisionEncoderConfig
-from videoqf.encoders.weights import load_weights_strict, state_dict_hash
+from videoqf.encoders.frozen import FrozenImageEncoder
+from videoqf.encoders.weights import load_weights_strict
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -29,7 +28,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-class FrozenVisionEncoder(nn.Module):
+class FrozenVisionEncoder(FrozenImageEncoder):
     """frames [B, T, C, H, W] -> tokens [B, T, N, D] from block ``config.block_index`` (no final norm).
 
     Always in eval mode with ``requires_grad=False``; runs under ``torch.no_grad()``. Tokens come out in
@@ -37,8 +36,6 @@ class FrozenVisionEncoder(nn.Module):
     """
 
     def __init__(self, config: VisionEncoderConfig):
-        super().__init__()
-        self.config = config
         kwargs: dict[str, Any] = dict(config.model_kwargs)
         if config.image_size is not None:
             kwargs["img_size"] = config.image_size
@@ -63,18 +60,13 @@ class FrozenVisionEncoder(nn.Module):
                 f"block_index={config.block_index} is out of range for {config.model_name!r} "
                 f"with {num_blocks} blocks"
             )
-        self.block_index = config.block_index % num_blocks
+        block_index = config.block_index % num_blocks
         # Blocks after the one we read from, the final norm and the head are dropped, never computed.
-        model.prune_intermediate_layers([self.block_index], prune_norm=True, prune_head=True)
+        model.prune_intermediate_layers([block_index], prune_norm=True, prune_head=True)
+        super().__init__(model.to(resolve_dtype(config.dtype)), chunk_size=config.chunk_size)
+        self.config = config
+        self.block_index = block_index
         self._data_config = resolve_data_config(model=model)
-        self.model = model.to(resolve_dtype(config.dtype))
-        self.model.requires_grad_(False)
-        self.train(False)
-        self._weight_hash: str | None = None
-
-    def train(self, mode: bool = True) -> "FrozenVisionEncoder":
-        """Stays in eval mode whatever the parent asks (dropout/drop-path must stay off)."""
-        return super().train(False)
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -99,12 +91,6 @@ class FrozenVisionEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.patch_embed.proj.weight.dtype
 
-    def weight_hash(self) -> str:
-        """sha256 of the weights actually used (computed once, then cached)."""
-        if self._weight_hash is None:
-            self._weight_hash = state_dict_hash(self.model)
-        return self._weight_hash
-
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """images [K, C, H, W] -> tokens [K, N, D], in one pass (no chunking)."""
@@ -117,13 +103,3 @@ class FrozenVisionEncoder(nn.Module):
             intermediates_only=True,
         )
         return torch.cat([prefix, spatial], dim=1)
-
-    @torch.no_grad()
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [B, T, C, H, W] -> tokens [B, T, N, D], ``chunk_size`` frames per forward pass."""
-        if frames.dim() != 5:
-            raise ValueError(f"frames must be [B, T, C, H, W], got shape {tuple(frames.shape)}")
-        batch = frames.shape[0]
-        flat = rearrange(frames, "b t c h w -> (b t) c h w")
-        tokens = torch.cat([self.encode_images(chunk) for chunk in flat.split(self.config.chunk_size)])
-        return rearrange(tokens, "(b t) n d -> b t n d", b=batch)

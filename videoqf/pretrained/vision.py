@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from einops import rearrange
 from torch import nn
 
-from videoqf.encoders.weights import state_dict_hash
+from videoqf.encoders.frozen import FrozenImageEncoder
 
 
 def split_post_layernorm(vision_model: nn.Module) -> nn.LayerNorm:
@@ -26,7 +25,7 @@ def split_post_layernorm(vision_model: nn.Module) -> nn.LayerNorm:
     return norm.float()
 
 
-class PretrainedVisionEncoder(nn.Module):
+class PretrainedVisionEncoder(FrozenImageEncoder):
     """frames [B, T, 3, H, W] (normalised as ``data_config`` says) -> tokens [B, T, N, D] in fp32.
 
     model: a transformers Blip2 / InstructBlip(Video) vision model whose ``post_layernorm`` was split off.
@@ -35,18 +34,10 @@ class PretrainedVisionEncoder(nn.Module):
     """
 
     def __init__(self, model: nn.Module, data_config: dict[str, Any], *, chunk_size: int = 32):
-        super().__init__()
         if not isinstance(model.post_layernorm, nn.Identity):
             raise ValueError("split the vision model's post_layernorm off first: it is the backend's ln_vision")
-        self.model = model
+        super().__init__(model, chunk_size=chunk_size)
         self._data_config = dict(data_config)
-        self.chunk_size = chunk_size
-        self.model.requires_grad_(False)
-        self.train(False)
-        self._weight_hash: str | None = None
-
-    def train(self, mode: bool = True) -> "PretrainedVisionEncoder":
-        return super().train(False)  # dropout stays off whatever the parent asks
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -64,22 +55,9 @@ class PretrainedVisionEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.embeddings.patch_embedding.weight.dtype
 
-    def weight_hash(self) -> str:
-        if self._weight_hash is None:
-            self._weight_hash = state_dict_hash(self.model)
-        return self._weight_hash
-
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """images [K, 3, H, W] -> tokens [K, N, D] (fp32, the trainable side's dtype)."""
         weight = self.model.embeddings.patch_embedding.weight
         out = self.model(pixel_values=images.to(device=weight.device, dtype=weight.dtype))
         return out.last_hidden_state.float()
-
-    @torch.no_grad()
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        if frames.dim() != 5:
-            raise ValueError(f"frames must be [B, T, C, H, W], got shape {tuple(frames.shape)}")
-        flat = rearrange(frames, "b t c h w -> (b t) c h w")
-        tokens = torch.cat([self.encode_images(chunk) for chunk in flat.split(self.chunk_size)])
-        return rearrange(tokens, "(b t) n d -> b t n d", b=frames.shape[0])
