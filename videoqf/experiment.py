@@ -65,7 +65,7 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective {self.objective!r}: expected one of {OBJECTIVES}")
+            raise ValueError(f"objective {self.objective!r}: expected one of {sorted(OBJECTIVES)}")
         if not self.train:
             raise ValueError("a stage needs train: [group, ...] (the parameter groups it trains)")
 

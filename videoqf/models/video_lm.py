@@ -242,7 +242,7 @@ class VideoLanguageModel(nn.Module):
 
     def matching_scores(self, context: CrossContext, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Probability that each (video, text) row pair matches: [B]."""
-        logits = self.retrieval_heads.vtm.itm_head(self.head_match_output(context, text_ids, text_mask)).mean(dim=1)
+        logits = self.retrieval_heads.vtm.logits(self.head_match_output(context, text_ids, text_mask))
         return logits.softmax(-1)[:, 1]
 
     # -- generation ------------------------------------------------------------------------------

@@ -6,20 +6,26 @@ from torch import nn
 from videoqf.objectives.caption import CaptionLoss
 from videoqf.objectives.stage1 import Stage1Loss
 
-OBJECTIVES = ("stage1", "caption")
+def _stage1(model) -> nn.Module:
+    if model.tokenizer is None:
+        raise ValueError("the stage1 objective needs the Q-Former's text tokenizer (model.tokenizer)")
+    return Stage1Loss(model.config.objectives)
+
+
+def _caption(model) -> nn.Module:
+    if model.bridge is None:
+        raise ValueError("the caption objective needs model.llm (a local LLM directory or config)")
+    return CaptionLoss()
+
+
+OBJECTIVES = {"stage1": _stage1, "caption": _caption}  # StageConfig.objective -> builder(model)
 
 
 def build_objective(name: str, model) -> nn.Module:
     """The loss module of objective ``name`` for ``model`` (its ``config.objectives`` for stage 1)."""
-    if name == "stage1":
-        if model.tokenizer is None:
-            raise ValueError("the stage1 objective needs the Q-Former's text tokenizer (model.tokenizer)")
-        return Stage1Loss(model.config.objectives)
-    if name == "caption":
-        if model.bridge is None:
-            raise ValueError("the caption objective needs model.llm (a local LLM directory or config)")
-        return CaptionLoss()
-    raise ValueError(f"unknown objective {name!r}; expected one of {OBJECTIVES}")
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name](model)
 
 
 class ModelWithLoss(nn.Module):

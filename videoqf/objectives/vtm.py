@@ -106,8 +106,12 @@ class VideoTextMatching(nn.Module):
         super().__init__()
         self.itm_head = nn.Linear(hidden, 2)
 
+    def logits(self, query_output: torch.Tensor) -> torch.Tensor:
+        """[B', Q, H] -> [B', 2]: the mean over queries of the per-query logits."""
+        return self.itm_head(query_output).mean(dim=1)
+
     def forward(self, query_output: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns `loss` (scalar) and `logits` [B', 2] (mean over queries of the per-query logits)."""
-        logits = self.itm_head(query_output).mean(dim=1)
+        """Returns `loss` (scalar) and `logits` [B', 2] (``logits``)."""
+        logits = self.logits(query_output)
         loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels)
         return {"loss": loss, "logits": logits}
