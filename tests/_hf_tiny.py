@@ -17,6 +17,7 @@ from transformers import (
     BertTokenizerFast,
     Blip2Config,
     Blip2ForConditionalGeneration,
+    Blip2ForImageTextRetrieval,
     Blip2Processor,
     BlipImageProcessor,
     InstructBlipConfig,
@@ -124,6 +125,29 @@ def build(name: str, out: Path, seed: int = 0):
     else:
         processor = InstructBlipVideoProcessor(InstructBlipVideoVideoProcessor(**pixels), tok, qformer_tokenizer(),
                                                num_query_tokens=QUERIES)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return model, processor
+
+
+def build_retrieval(out: Path, seed: int = 0):
+    """Save a tiny random ``Blip2ForImageTextRetrieval`` (BLIP-2's stage 1) into ``out``, with its processor as the
+    released one: BLIP's image processor and bert-base-uncased plus BLIP-2's [DEC]; returns (model, processor)."""
+    torch.manual_seed(seed)
+    tok = qformer_tokenizer()
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    vocab = len(tok)  # the processor adds its <image> placeholder next, which the Q-Former never embeds
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=IMAGE_SIZE, patch_size=PATCH)
+    qformer = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                   cross_attention_frequency=1, vocab_size=vocab, use_qformer_text_input=True)
+    model = Blip2ForImageTextRetrieval(Blip2Config(vision_config=vision, qformer_config=qformer,
+                                                   num_query_tokens=QUERIES, image_text_hidden_size=16))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    processor = Blip2Processor(BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}), tok)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return model, processor

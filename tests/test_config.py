@@ -83,6 +83,15 @@ def test_a_typo_in_any_section_names_the_key(override):
                         ["model.llm.arch=causal", "model.llm.path=unused", override])
 
 
+def test_a_head_without_text_side_is_refused_where_a_stage_reads_text():
+    files = ["configs/synthetic.yaml", "configs/variants/cascaded.yaml"]
+    off = ["model.llm.arch=causal", "model.llm.path=unused", "model.backend.video_qformer.text_branch=false"]
+    with pytest.raises(ConfigError, match="stages.stage1: the head Q-Former reads text"):
+        load_experiment(files, off)
+    cfg = load_experiment(files, [*off, "run_stages=[stage2]"])  # captioning alone reads no text in the head
+    assert cfg.selected_stages == ["stage2"]
+
+
 def test_the_main_command_stops_on_a_typo_before_making_anything(tmp_path):
     env = {**os.environ, "VIDEOQF_CACHE": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "tools/train_video.py", "--variant", "cascaded",

@@ -76,11 +76,13 @@ def test_lavis_checkpoint_captions_as_the_model_it_was_made_from(name, projectio
 
 
 def test_lavis_needs_its_llm_folder_and_rejects_unknown_keys(tmp_path):
-    torch.save({"model": {"query_tokens": torch.zeros(1, 4, 32), "itm_head.weight": torch.zeros(2, 32)}},
+    torch.save({"model": {"query_tokens": torch.zeros(1, 4, 32), "opt_proj.weight": torch.zeros(8, 32)}},
                tmp_path / "x.pth")
     with pytest.raises(FileNotFoundError, match="LLM"):
         load_pretrained(tmp_path / "x.pth", llm=tmp_path / "nowhere")
-    (tmp_path / "llm").mkdir()
-    (tmp_path / "llm" / "config.json").write_text("{}")
-    with pytest.raises(KeyError, match="itm_head"):
-        load_pretrained(tmp_path / "x.pth", llm=tmp_path / "llm")
+    with pytest.raises(FileNotFoundError, match="LLM"):
+        load_pretrained(tmp_path / "x.pth")
+    torch.save({"model": {"query_tokens": torch.zeros(1, 4, 32), "text_decoder.weight": torch.zeros(2, 32)}},
+               tmp_path / "y.pth")
+    with pytest.raises(KeyError, match="text_decoder"):
+        load_pretrained(tmp_path / "y.pth")

@@ -36,7 +36,8 @@ def test_released_model_round_trip(name, tmp_path):
     again = load_pretrained(tmp_path / "saved")
     assert_same(ours, again)
     head = again.backend.head
-    assert head.lm_head.decoder.weight is head.text_embeddings.word.weight
+    if name.startswith("instructblip"):  # BLIP-2's folders bring no Q-Former text side
+        assert head.lm_head.decoder.weight is head.text_embeddings.word.weight
     frames = torch.randn(2, 1, 3, H.IMAGE_SIZE, H.IMAGE_SIZE)
     batch = {"frames": frames, "frame_mask": torch.ones(2, 1, dtype=torch.bool)}
     assert again.caption(batch, PROMPTS, max_new_tokens=5) == ours.caption(batch, PROMPTS, max_new_tokens=5)

@@ -4,6 +4,9 @@ a killed save leaves the previous checkpoint loadable, NaN steps are skipped, to
 import json
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,3 +298,15 @@ def test_nan_streak_stops_and_keeps_last_good_checkpoint(tmp_path):
     ckpt.load_checkpoint(check.engine, root)
     for name, value in trainable_state(check.engine.module).items():
         assert torch.equal(value, snapshots[2][name])
+
+
+def test_a_process_leaves_no_deepspeed_buffer_in_shared_memory():
+    """DeepSpeed's CPU all-reduce maps a 64 MiB file in /dev/shm per process and never unlinks it."""
+    script = ("import os; from pathlib import Path; from videoqf.train.engine import init_distributed; "
+              "init_distributed(); e = os.environ; "
+              "name = f\"deepspeed_allreduce_buffer_{os.getuid()}_{e['MASTER_ADDR']}_{e['MASTER_PORT']}_0\"; "
+              "print(name, Path('/dev/shm', name).exists())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    name, existed = out.stdout.split()[-2:]
+    assert existed == "True", "DeepSpeed no longer makes the buffer: the clean-up is dead code"
+    assert not (Path("/dev/shm") / name).exists()

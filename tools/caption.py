@@ -24,28 +24,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 with redirect_stdout(sys.stderr):
     from videoqf.data.errors import VideoDecodeError  # noqa: E402
     from videoqf.llm.config import MAX_NEW_TOKENS  # noqa: E402
-    from videoqf.pretrained.inference import load_checkpoint  # noqa: E402
+    from videoqf.pretrained.inference import add_released_arguments, load_checkpoint, released_overrides  # noqa
     from videoqf.recipes.checkpoint_model import caption_video  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("videos", nargs="+", help="video files (any ordinary mp4; with or without audio)")
-    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory, or a transformers "
-                    "BLIP-2 / InstructBLIP / InstructBLIP-Video folder")
-    ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="a released folder's vision and LLM dtype "
-                    "(default: as stored; the Q-Former stays fp32)")
+    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory, a transformers "
+                    "BLIP-2 / InstructBLIP / InstructBLIP-Video folder, or a LAVIS .pth")
     ap.add_argument("--start", type=float, help="window start in seconds")
     ap.add_argument("--end", type=float, help="window end in seconds (clamped to the video's length)")
     ap.add_argument("--prompt", help="prompt for the LLM (default: the one it was trained with)")
     ap.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest caption, in LLM tokens")
     ap.add_argument("--json", action="store_true", help="one JSON object per line: path, window, caption")
+    add_released_arguments(ap)
     args = ap.parse_args(argv)
     try:
-        model, cfg, ckpt = load_checkpoint(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
+        model, cfg, ckpt = load_checkpoint(args.checkpoint, **released_overrides(args))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    if model.bridge is None:
+        raise SystemExit(f"error: {args.checkpoint} holds a stage-1 model (retrieval heads, no LLM), which cannot "
+                         "caption: tools/evaluate.py retrieves with it")
     failed = 0
     for path in args.videos:
         try:

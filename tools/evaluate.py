@@ -4,8 +4,10 @@ caption CIDEr / BLEU-4, and on the synthetic world order / sound accuracy on its
 
   python tools/evaluate.py --checkpoint runs/cascaded-20261123-1200 --data test.jsonl --pairs pairs.json
 
---checkpoint takes any folder ``videoqf.pretrained.load_pretrained`` reads. A released folder has no
-stage-1 heads of ours (they start fresh), so its retrieval figures say nothing until stage 1 trains them.
+--checkpoint takes any folder ``videoqf.pretrained.load_pretrained`` reads. Zero-shot retrieval of a released
+model uses its own ITC / ITM heads: a transformers ``Blip2ForImageTextRetrieval`` folder or a LAVIS ``blip2`` .pth
+has them. A captioning folder (Blip2 / InstructBlip ForConditionalGeneration) has none: its heads start fresh, so
+its retrieval figures say nothing until stage 1 trains them.
 """
 from __future__ import annotations
 
@@ -22,24 +24,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # so that stdout carries the results alone and --json output can be piped.
 with redirect_stdout(sys.stderr):
     from videoqf.eval.report import format_metrics  # noqa: E402
-    from videoqf.pretrained.inference import load_checkpoint  # noqa: E402
+    from videoqf.pretrained.inference import add_released_arguments, load_checkpoint, released_overrides  # noqa
     from videoqf.recipes.run import datasets, evaluation, make_collate  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory, or a transformers "
-                    "BLIP-2 / InstructBLIP / InstructBLIP-Video folder")
-    ap.add_argument("--qformer-tokenizer", help="a BERT tokenizer folder for a released BLIP-2 folder, which has "
-                    "none (the texts of retrieval are the Q-Former's)")
+    ap.add_argument("--checkpoint", required=True, help="checkpoint, stage or run directory, a transformers "
+                    "BLIP-2 / InstructBLIP / InstructBLIP-Video / Blip2ForImageTextRetrieval folder, or a LAVIS .pth")
     ap.add_argument("--data", required=True, help="annotation file of the held-out clips (JSONL, CSV, MSR-VTT JSON)")
     ap.add_argument("--video-root", help="folder that relative video paths resolve against")
     ap.add_argument("--pairs", default="", help="synthetic pairs.json (order / sound pairs)")
     ap.add_argument("--max-clips", type=int, default=0, help="evaluate the first N clips only (0: all)")
     ap.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_released_arguments(ap)
     args = ap.parse_args(argv)
-    model, cfg, _ = load_checkpoint(args.checkpoint, **({"qformer_tokenizer": args.qformer_tokenizer}
-                                                        if args.qformer_tokenizer else {}))
+    try:
+        model, cfg, _ = load_checkpoint(args.checkpoint, **released_overrides(args))
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
     if model.tokenizer is None:
         ap.error(f"{args.checkpoint} has no Q-Former tokenizer, which retrieval reads texts with: "
                  "pass --qformer-tokenizer DIR (bert-base-uncased)")

@@ -107,6 +107,10 @@ def check_model_sections(cfg: ExperimentConfig) -> None:
     with torch.device("meta"):
         backend = build_backend(cfg.model.variant, backend_cfg)
     llm = cfg.model.llm
+    reads_text = [f"stages.{n}" for n in cfg.selected_stages if cfg.stages[n].objective == "stage1"]
+    reads_text += ["model.llm.instruction_aware"] if llm is not None and llm.instruction_aware else []
+    if reads_text and not backend.head.config.text_branch:
+        raise ConfigError(f"{', '.join(reads_text)}: the head Q-Former reads text there, but its text_branch is off")
     groups = named_groups(backend, nn.Module(), nn.Module() if llm is not None else None,
                           backend.head if llm is not None and llm.own_head else None)
     for name, stage in cfg.stages.items():

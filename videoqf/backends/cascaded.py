@@ -57,8 +57,6 @@ class CascadedConfig:
                 f"cascaded.video_qformer.encoder_width={self.video_qformer.encoder_width} must equal "
                 f"frame_qformer.hidden_size={self.frame_qformer.hidden_size} (it reads the frame queries)"
             )
-        if not self.video_qformer.text_branch:
-            raise ValueError("cascaded.video_qformer is the head: it needs text_branch=True for VTC/VTM/VTG")
 
     @classmethod
     def preset(cls, p: SizePreset) -> "CascadedConfig":

@@ -72,10 +72,6 @@ class FrameQFormerConfig:
 
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
 
-    def __post_init__(self) -> None:
-        if not self.qformer.text_branch:
-            raise ValueError("the frame Q-Former is the head here: it needs text_branch=True for VTC/VTM/VTG")
-
     @classmethod
     def preset(cls, p: SizePreset) -> "FrameQFormerConfig":
         return cls(qformer=p.q())

@@ -50,8 +50,6 @@ class PooledConfig:
         if self.head.encoder_width != self.head.hidden_size:
             raise ValueError(f"pooled.head.encoder_width={self.head.encoder_width} must equal its hidden_size="
                              f"{self.head.hidden_size}: the head reads the pooled tokens, which are that wide")
-        if not self.head.text_branch:
-            raise ValueError("pooled.head is the head: it needs text_branch=True for VTC/VTM/VTG")
 
     @classmethod
     def preset(cls, p: SizePreset) -> "PooledConfig":

@@ -67,8 +67,6 @@ class SpatioTemporalConfig:
                 f"spatiotemporal.group_sizes {list(self.group_sizes)} must be 3 sizes (spatial, temporal, "
                 f"semantic) summing to qformer.num_queries={self.qformer.num_queries}"
             )
-        if not self.qformer.text_branch:
-            raise ValueError("spatiotemporal.qformer is the head: it needs text_branch=True for VTC/VTM/VTG")
 
     @property
     def head_config(self) -> QFormerConfig:

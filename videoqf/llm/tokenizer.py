@@ -28,6 +28,16 @@ _SPECIAL_SPELLINGS = {
 }
 
 
+# transformers' processors add these to a tokenizer: they stand for a model's queries and are never read as text
+MEDIA_PLACEHOLDERS = ("<image>", "<video>")
+
+
+def text_vocab_size(tokenizer: PreTrainedTokenizerBase) -> int:
+    """1 + the largest id a text can tokenize to (the processors' media placeholders left out)."""
+    vocab = tokenizer.get_vocab()
+    return 1 + max(i for t, i in vocab.items() if t not in MEDIA_PLACEHOLDERS)
+
+
 @dataclass(frozen=True)
 class SpecialTokenIds:
     """bos is None when the tokenizer has no start token (then nothing is prepended); pad is the end

@@ -30,6 +30,7 @@ from videoqf.backends.base import run_head
 from videoqf.data.batch import CACHED_AUDIO, CACHED_AUDIO_MASK, CACHED_FRAMES
 from videoqf.llm.bridge import VideoLLMBridge
 from videoqf.llm.config import MAX_NEW_TOKENS
+from videoqf.llm.tokenizer import text_vocab_size
 from videoqf.models.collate import tokenize
 from videoqf.models.config import ModelConfig
 from videoqf.models.frozen import build_frozen_encoders
@@ -68,8 +69,9 @@ class VideoLanguageModel(nn.Module):
         self.backend = build_backend(config.variant, backend_config(config.variant, config.backend,
                                                                     preset=config.preset))
         head_vocab = self.backend.head.config.vocab_size
-        if tokenizer is not None and len(tokenizer) > head_vocab:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the head Q-Former's vocab_size is "
+        text_vocab = None if tokenizer is None else text_vocab_size(tokenizer)
+        if text_vocab is not None and text_vocab > head_vocab:
+            raise ValueError(f"the tokenizer has {text_vocab} tokens but the head Q-Former's vocab_size is "
                              f"{head_vocab}: raise model.backend.<head qformer>.vocab_size")
         if tokenizer is not None and tokenizer.bos_token_id is None:
             raise ValueError("the tokenizer has no BOS token, which VTG decodes from")

@@ -9,6 +9,9 @@ from videoqf.objectives.stage1 import Stage1Loss
 def _stage1(model) -> nn.Module:
     if model.tokenizer is None:
         raise ValueError("the stage1 objective needs the Q-Former's text tokenizer (model.tokenizer)")
+    if not model.backend.head.config.text_branch:
+        raise ValueError("the stage1 objective needs the head Q-Former's text side, which this model has none of "
+                         "(a released captioning folder loaded without a Q-Former tokenizer)")
     return Stage1Loss(model.config.objectives)
 
 

@@ -1,9 +1,10 @@
 """Released weights in: ``load_pretrained(path, **overrides) -> VideoLanguageModel`` for any folder we read.
 
     transformers Blip2 / InstructBlip / InstructBlipVideo folder  -> ``videoqf.pretrained.hf``
+    transformers Blip2ForImageTextRetrieval folder (stage 1)      -> ``videoqf.pretrained.retrieval``
     this project's run, stage or checkpoint folder                -> ``videoqf.recipes.checkpoint_model``
     a folder ``model.save_pretrained`` wrote (``videoqf.yaml``)    -> ``videoqf.pretrained.save``
-    a LAVIS ``.pth`` (blip2_opt / blip2_t5 / blip2_vicuna_instruct)  -> ``videoqf.pretrained.lavis`` (``llm=DIR``)
+    a LAVIS ``.pth`` (blip2 / blip2_opt / blip2_t5 / blip2_vicuna_instruct) -> ``videoqf.pretrained.lavis``
 
 Only local paths are read; a path that is none of these is an error that says what was looked for.
 Out: ``export_hf(model, DIR)`` (``videoqf.pretrained.export``) writes a transformers folder back.
@@ -16,6 +17,7 @@ from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.pretrained.export import export_hf
 from videoqf.pretrained.hf import HF_CLASSES, hf_model_type, load_hf_folder
 from videoqf.pretrained.lavis import load_lavis
+from videoqf.pretrained.retrieval import is_retrieval_folder, load_retrieval_folder
 from videoqf.pretrained.save import is_saved, load_saved, save_pretrained
 
 __all__ = ["load_pretrained", "export_hf", "save_pretrained"]
@@ -25,13 +27,15 @@ def load_pretrained(path: str | Path, **overrides) -> VideoLanguageModel:
     """The model a local folder holds, in eval mode.
 
     transformers folders take ``dtype`` ("bf16" | "fp16" | "fp32"; default as stored), ``variant``
-    ("framewise" | "meanpool"), ``qformer_tokenizer`` (folder) and ``prompt``; this project's checkpoints
-    take none (their config says it all); a LAVIS ``.pth`` takes ``llm`` (its LLM's local folder, required) and
-    ``vision_heads`` besides.
+    ("framewise" | "meanpool"), ``qformer_tokenizer`` (folder) and ``prompt`` (a retrieval folder, which feeds
+    no LLM, takes no prompt); this project's checkpoints take none (their config says it all); a LAVIS ``.pth``
+    takes ``llm`` (its LLM's local folder; none for a stage-1 ``blip2`` file) and ``vision_heads`` besides.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.is_dir() and is_retrieval_folder(path):
+        return load_retrieval_folder(path, **overrides)
     if path.is_dir() and hf_model_type(path) is not None:
         return load_hf_folder(path, **overrides)
     if path.suffix == ".pth":

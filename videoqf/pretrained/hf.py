@@ -88,7 +88,7 @@ def load_qformer_tokenizer(path: Path):
     return tokenizer
 
 
-def _image_config(path: Path) -> dict:
+def processor_image_config(path: Path) -> dict:
     """The processor's resize and normalisation, which video frames get too."""
     processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
     processor = getattr(processor, "image_processor", None) or processor.video_processor
@@ -105,7 +105,7 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
     dtype: "bf16" | "fp16" | "fp32" for the vision tower and the LLM (None: as stored); the Q-Former, the
     projector and ln_vision are the trainable side and stay fp32. variant: "framewise" or "meanpool".
     qformer_tokenizer: a BERT tokenizer folder for the Q-Former's text when the checkpoint has none of its
-    own (BLIP-2's folders; without one the model captions but cannot train stage 1).
+    own (BLIP-2's folders; without one the head has no text side: the model captions but cannot train stage 1).
     prompt: the default prompt of captions asked without one.
     """
     path = Path(path).expanduser()
@@ -118,7 +118,7 @@ def load_hf_folder(path: str | Path, *, dtype: str | None = None, variant: str =
     qtok = load_qformer_tokenizer(qtok_dir) if qtok_dir.exists() else None
     if qtok is None and (model_type != "blip-2" or qformer_tokenizer is not None):
         raise FileNotFoundError(f"no Q-Former tokenizer at {qtok_dir}")
-    return from_hf_model(hf, image_config=_image_config(path), llm_tokenizer=load_tokenizer(path),
+    return from_hf_model(hf, image_config=processor_image_config(path), llm_tokenizer=load_tokenizer(path),
                          qformer_tokenizer=qtok, variant=variant, prompt=prompt)
 
 
@@ -130,7 +130,8 @@ def from_hf_model(hf, *, image_config: dict, llm_tokenizer, qformer_tokenizer, v
     if variant not in IMAGE_HEAD_VARIANTS:
         raise ValueError(f"variant={variant!r}: a released image Q-Former is the head of {IMAGE_HEAD_VARIANTS} only")
     qtok = qformer_tokenizer
-    qconfig = replace(qformer_config_from_hf(hf.config), text_branch=True)
+    # the text side is what the Q-Former's tokenizer feeds: a captioning folder without one loads none
+    qconfig = replace(qformer_config_from_hf(hf.config), text_branch=qtok is not None)
     text_config = hf.config.text_config
     llm = FrozenLLM(hf.language_model)
     projector = Projector(qconfig.hidden_size, llm.embed_dim, kind="linear")
@@ -140,17 +141,31 @@ def from_hf_model(hf, *, image_config: dict, llm_tokenizer, qformer_tokenizer, v
     bridge = VideoLLMBridge(projector=projector, llm=llm, tokenizer=llm_tokenizer, prompt=prompt,
                             instruction_aware=hf.config.model_type != "blip-2",
                             max_text_len=getattr(text_config, "max_position_embeddings", None) or 512)
-    ln_vision = split_post_layernorm(hf.vision_model)
-    vision = PretrainedVisionEncoder(hf.vision_model, image_config)
     config = ModelConfig(variant=variant, backend={"qformer": asdict(qconfig)}, use_audio=False,
                          max_text_len=qconfig.max_text_len)
-    with torch.device("meta"):  # the head takes the checkpoint's tensors: a random one first would double its peak
-        model = VideoLanguageModel(config, qtok, vision=vision, bridge=bridge)
+    qformer_state = {k[len("qformer."):]: v for k, v in hf.state_dict().items() if k.startswith("qformer.")}
+    model = assemble(hf, config, qformer_state, image_config=image_config, qformer_tokenizer=qtok, bridge=bridge)
     model.retrieval_heads = RetrievalHeads(model.backend.hidden_size, config.objectives)  # no source: fresh
+    return check_loaded(model)
+
+
+def assemble(hf, config: ModelConfig, qformer_state: dict[str, torch.Tensor], *, image_config: dict,
+             qformer_tokenizer, bridge: VideoLLMBridge | None) -> VideoLanguageModel:
+    """The parts every BLIP-2 class shares: the vision tower (``post_layernorm`` as the backend's ln_vision) and
+    the head Q-Former filled from ``qformer_state`` (transformers' Q-Former names, text embeddings included where
+    the checkpoint has them) and ``hf.query_tokens``. The retrieval heads are left on the meta device for the
+    caller; ``model.pretrained_fresh`` names the head's parameters the checkpoint had no source for."""
+    ln_vision = split_post_layernorm(hf.vision_model)
+    vision = PretrainedVisionEncoder(hf.vision_model, image_config)
+    with torch.device("meta"):  # the head takes the checkpoint's tensors: a random one first would double its peak
+        model = VideoLanguageModel(config, qformer_tokenizer, vision=vision, bridge=bridge)
     model.backend.ln_vision = ln_vision
-    model.pretrained_fresh = load_hf_qformer(
-        model.backend.head, {k[len("qformer."):]: v for k, v in hf.state_dict().items() if k.startswith("qformer.")},
-        hf.query_tokens.detach())
+    model.pretrained_fresh = load_hf_qformer(model.backend.head, qformer_state, hf.query_tokens.detach())
+    return model
+
+
+def check_loaded(model: VideoLanguageModel) -> VideoLanguageModel:
+    """``model`` in eval mode, once no parameter or buffer is left on the meta device."""
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise RuntimeError(f"parts of the model were never loaded nor initialised: {left[:10]}")

@@ -1,12 +1,13 @@
 """What the inference tools read from ``--checkpoint``: a model and the run config its clips are decoded by.
 
 This project's checkpoints carry their run config (``videoqf.recipes.checkpoint_model``). A released folder
-carries none, so the clip decoding follows the checkpoint: its processor's image size and normalisation (the
+(or a LAVIS ``.pth``) carries none, so the clip decoding follows the checkpoint: its processor's image size and normalisation (the
 vision tower's ``data_config``), one frame (the middle one) for an image model, InstructBLIP-Video's four
 frames for a video one, spread uniformly over the clip; ``num_frames`` sets another count.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from videoqf.data.config import DataConfig
@@ -24,7 +25,7 @@ def load_checkpoint(path: str | Path, *, num_frames: int | None = None, **overri
     it (a released folder's ``dtype``, ``prompt``, ...)."""
     path = Path(path).expanduser()
     model_type = hf_model_type(path) if path.is_dir() else None
-    if model_type is None:
+    if model_type is None and path.suffix != ".pth":
         from videoqf.recipes.checkpoint_model import load_model
 
         if num_frames is not None or overrides:
@@ -37,3 +38,22 @@ def load_checkpoint(path: str | Path, *, num_frames: int | None = None, **overri
     frames = num_frames or VIDEO_FRAMES.get(model_type, 1)
     cfg = ExperimentConfig(model=model.config, data=DataConfig(sampler="uniform", num_frames=frames, audio=False))
     return model, cfg, path
+
+
+def add_released_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of a tool's ``--checkpoint`` that only a released folder or a LAVIS ``.pth`` reads."""
+    group = ap.add_argument_group("released checkpoints (transformers folders, LAVIS .pth)")
+    group.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="vision tower and LLM dtype (default: as "
+                       "stored; the Q-Former stays fp32)")
+    group.add_argument("--num-frames", type=int, help="frames per clip (default: 1 for an image model, 4 for "
+                       "InstructBLIP-Video), spread uniformly")
+    group.add_argument("--qformer-tokenizer", help="a bert-base-uncased tokenizer folder, for checkpoints that bring "
+                       "none (BLIP-2 captioning folders, LAVIS .pth files whose Q-Former reads text)")
+    group.add_argument("--llm", help="a LAVIS .pth's LLM: its local transformers folder (not needed for blip2)")
+
+
+def released_overrides(args: argparse.Namespace) -> dict:
+    """``load_checkpoint`` keywords from the options ``add_released_arguments`` added (the ones given only)."""
+    given = {"dtype": args.dtype, "num_frames": args.num_frames, "qformer_tokenizer": args.qformer_tokenizer,
+             "llm": args.llm}
+    return {k: v for k, v in given.items() if v is not None}

@@ -2,8 +2,9 @@
 
 transformers' ``Blip2QFormerModel`` holds the query path and the text FFN but no text embeddings (BLIP-2's
 captioning model never reads text in the Q-Former); ``InstructBlipQFormerModel`` adds the word and position
-embeddings, with the embedding LayerNorm under ``embeddings.layernorm`` (the instruction enters there). Neither
-has BERT's LM head. What the checkpoint lacks keeps its fresh init and is returned by name: only the stage-1
+embeddings, with the embedding LayerNorm under ``embeddings.layernorm`` (the instruction enters there);
+``Blip2ForImageTextRetrieval`` keeps the word and position embeddings beside its Q-Former, whose ``layernorm``
+then normalises text and queries alike (the caller adds them under ``embeddings.*``). None has BERT's LM head. What the checkpoint lacks keeps its fresh init and is returned by name: only the stage-1
 objectives read it, never captioning.
 """
 from __future__ import annotations
@@ -39,8 +40,7 @@ def load_hf_qformer(head: QFormer, state: dict[str, torch.Tensor], query_tokens:
     the ``qformer.`` prefix) and the learned queries [1, Q, H]; returns the head's parameters the checkpoint has
     no source for."""
     config = head.config
-    instruct = "embeddings.word_embeddings.weight" in state
-    norm = "embeddings.layernorm" if instruct else "layernorm"
+    norm = "embeddings.layernorm" if "embeddings.layernorm.weight" in state else "layernorm"
     table = _layer_sources(config, "hf")
     table.update({f"embed_norm.{p}": [f"{norm}.{p}"] for p in ("weight", "bias")})
     if config.text_branch:

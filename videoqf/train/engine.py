@@ -10,6 +10,7 @@ convention as used by the transformers integration.
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
@@ -52,8 +53,17 @@ def init_distributed() -> None:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
     backend = "gloo" if get_accelerator().device_name() == "cpu" else "nccl"
     deepspeed.init_distributed(dist_backend=backend)
+    if backend == "gloo":
+        atexit.register(_remove_shm_buffer)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _remove_shm_buffer() -> None:
+    """Unlink this rank's DeepSpeed CPU all-reduce buffer, which DeepSpeed leaves in /dev/shm (64 MiB a process)."""
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR')}_"
+            f"{os.environ.get('MASTER_PORT')}_{os.environ.get('RANK', '0')}")
+    Path("/dev/shm", name).unlink(missing_ok=True)
 
 
 def is_main_process() -> bool:
