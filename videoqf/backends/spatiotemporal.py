@@ -2,22 +2,25 @@
 
 frame features --ln_vision--> attentive pooling (segment importance; tokens reweighted, see
 modules/pooling.py; ``attentive_pooling: false`` skips it) --> optional spatial average pooling to
-``tokens_per_frame`` --> + learned temporal position embedding (width Dv, one vector per frame added to
-all its tokens; stretched past ``max_frames``) --> ONE Q-Former (the head, with the text branch)
-cross-attending to all frames' tokens [B, T*N', Dv] (masked frames masked) --> its queries are the tokens.
+``tokens_per_frame`` --> learned temporal position embedding (width Dv, one vector per frame added to all its
+tokens for the queries that read time; stretched past ``max_frames``) --> ONE Q-Former (the head, with the
+text branch) cross-attending to all frames' tokens [B, T*N', Dv] (masked frames masked) --> its queries are
+the tokens.
 
-Expert routing (our design, in the spirit of BLIP-2's separate query / text FFNs; see modules/ffn.py):
-the routing is by position and fixed, so it costs nothing and is exactly testable.
-- The queries are split, in order, into three groups of ``group_sizes`` = [spatial, temporal, semantic].
-  Spatial queries go through SP-FFN, temporal queries through T-FFN, semantic queries through SM-FFN.
-- Text tokens (VTC / VTM / VTG, instructions) go through SM-FFN too: the semantic expert is shared by
-  the semantic queries and the text, so it is where video and language meet (as BLIP-2's text FFN is
-  for text); SP-FFN and T-FFN see only vision-side queries.
-- Self-attention (over [queries; text]) and cross-attention (to the frame tokens) are shared by all
-  groups: every query sees every frame token and every other query; only the FFNs are split.
-Nothing forces a "spatial" group to be spatial: the groups get separate capacity and the names say
-what they are meant for; whether they specialise is for the sweep to show.
-``experts: false`` gives BLIP-2's routing (one FFN for all queries, one for text) for comparison.
+Experts with a role each (our design; a video Q-Former's spatial / temporal / semantic experts, routed by
+what a query reads rather than by its index alone). The queries are split, in order, into ``group_sizes`` =
+[spatial, temporal, semantic]; each group has its FFN expert (SP-FFN, T-FFN, SM-FFN) and its own view of time:
+- spatial queries cross-attend to the frame tokens WITHOUT the temporal position embedding: what they read of
+  the frames is the same for any frame order (appearance: shapes, colours), and SP-FFN transforms that;
+- temporal queries cross-attend to the same tokens WITH each frame's position embedding added (the only queries
+  that read time directly; ``QFormerConfig.timed_group``), and T-FFN transforms that (order, direction);
+- semantic queries and the text (VTC / VTM / VTG, instructions) share SM-FFN, the query-text path where video
+  and language meet (as BLIP-2's text FFN), reading the other groups through self-attention.
+Self-attention over [queries; text] is shared, so a spatial query can still learn order from a temporal one in
+a later layer; whether the roles hold is what ``benchmarks/expert_probe.py`` measures per group. The cost is
+one more cross-attention call per layer (the timed rows apart) and per-frame key/value shifts.
+``experts: false`` gives BLIP-2's routing (one FFN for all queries, one for text) and the position embedding
+added to every token (every query reads time) for comparison.
 An expert Q-Former keeps BLIP-2's layout, so BLIP-2 / BERT weights load into it (see
 videoqf.qformer.convert: SP-FFN and T-FFN start from the query FFN, SM-FFN from the text FFN).
 """
@@ -73,7 +76,7 @@ class SpatioTemporalConfig:
         if not self.experts:
             return self.qformer
         return replace(self.qformer, query_experts=list(EXPERTS), query_group_sizes=list(self.group_sizes),
-                       text_expert="semantic")
+                       text_expert="semantic", timed_group="temporal")
 
     @classmethod
     def preset(cls, p: SizePreset) -> "SpatioTemporalConfig":
@@ -113,10 +116,12 @@ class SpatioTemporalBackend(VideoBackend):
         if self.pooling is not None:
             features, weights = self.pooling(features, frame_mask)
         features = spatial_pool(features, self.config.tokens_per_frame)
-        if self.frame_position is not None:
-            features = features + self.frame_position(frame_mask)[:, :, None]
+        time = None if self.frame_position is None else self.frame_position(frame_mask)  # [B, T, Dv]
+        if time is not None and not self.head.config.timed_group:  # no roles: every query reads the time
+            features, time = features + time[:, :, None], None
         context = self.head.encode_context(
-            rearrange(features, "b t n d -> b (t n) d"), repeat(frame_mask, "b t -> b (t n)", n=features.shape[2])
+            rearrange(features, "b t n d -> b (t n) d"), repeat(frame_mask, "b t -> b (t n)", n=features.shape[2]),
+            time=time,
         )
         tokens, cache = run_head(self.head, context, text_ids, text_mask)
         return VideoTokens(

@@ -37,13 +37,18 @@ from videoqf.qformer import CrossContext
 
 def concat_contexts(contexts: list[CrossContext]) -> CrossContext:
     """Join per-batch cross-attention contexts along the batch (padding masks made explicit)."""
-    kv = [(torch.cat([c.kv[i][0] for c in contexts]), torch.cat([c.kv[i][1] for c in contexts]))
-          for i in range(len(contexts[0].kv))]
+    def cat_kv(kvs):
+        if kvs[0] is None:
+            return None
+        return [(torch.cat([kv[i][0] for kv in kvs]), torch.cat([kv[i][1] for kv in kvs])) for i in range(len(kvs[0]))]
+
+    kv, time_kv = cat_kv([c.kv for c in contexts]), cat_kv([c.time_kv for c in contexts])
+    time = None if contexts[0].time is None else torch.cat([c.time for c in contexts])
     if all(c.mask is None for c in contexts):
-        return CrossContext(kv=kv, mask=None)
+        return CrossContext(kv=kv, mask=None, time=time, time_kv=time_kv)
     masks = [c.mask if c.mask is not None else torch.ones(c.batch_size, 1, 1, c.kv[0][0].shape[2], dtype=torch.bool)
              for c in contexts]
-    return CrossContext(kv=kv, mask=torch.cat(masks))
+    return CrossContext(kv=kv, mask=torch.cat(masks), time=time, time_kv=time_kv)
 
 
 def concat_tokens(tokens: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -205,7 +205,7 @@ class VideoLanguageModel(nn.Module):
             raise ValueError(f"model.llm.own_head: the {self.config.variant!r} backend's context keeps no encoder "
                              "tokens for the LLM's head to read")
         # its own key / value projections: gradients stop at the context's tokens, not in the backend's head
-        context = CrossContext(kv=None, mask=vt.context.mask, tokens=vt.context.tokens)
+        context = CrossContext(kv=None, mask=vt.context.mask, tokens=vt.context.tokens, time=vt.context.time)
         queries, _ = run_head(self.llm_head, context, *self._instruction_ids(instructions, vt.tokens.device))
         return replace(vt, tokens=torch.cat([queries, vt.tokens[:, vt.head_queries:]], dim=1), query_cache=None)
 

@@ -88,6 +88,9 @@ def gather_context(context: CrossContext) -> CrossContext:
     """Every rank's cross-attention keys/values (with gradient), so VTM can pair across the global batch."""
     if get_world_size() == 1:
         return context
-    kv = [(gather_cat(k), gather_cat(v)) for k, v in context.kv]
+    def gather_kv(kv):
+        return None if kv is None else [(gather_cat(k), gather_cat(v)) for k, v in kv]
+
     mask = None if context.mask is None else gather_cat(context.mask, with_grad=False)
-    return CrossContext(kv=kv, mask=mask)
+    time = None if context.time is None else gather_cat(context.time)
+    return CrossContext(kv=gather_kv(context.kv), mask=mask, time=time, time_kv=gather_kv(context.time_kv))

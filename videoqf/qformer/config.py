@@ -15,6 +15,9 @@ class QFormerConfig:
     Query routing (feed-forward experts): ``query_experts[i]`` names the expert of the i-th query group,
     whose size is ``query_group_sizes[i]`` (empty sizes: one group of all queries); text positions go
     through ``text_expert``. BLIP-2 is ``query_experts=["query"], text_expert="text"``.
+
+    timed_group: the query group (a name in ``query_experts``) whose cross-attention reads the encoder tokens with
+    the context's time embedding added (``encode_context(..., time=)``); the other queries read them without.
     """
 
     hidden_size: int = 768
@@ -34,6 +37,7 @@ class QFormerConfig:
     query_experts: list[str] = field(default_factory=lambda: ["query"])
     query_group_sizes: list[int] = field(default_factory=list)
     text_expert: str = "text"
+    timed_group: str = ""
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -52,11 +56,23 @@ class QFormerConfig:
             )
         if not self.query_group_sizes and len(self.query_experts) != 1:
             raise ValueError("qformer.query_group_sizes is required when there is more than one query expert")
+        if self.timed_group and self.timed_group not in self.query_experts:
+            raise ValueError(f"qformer.timed_group {self.timed_group!r} is none of query_experts "
+                             f"{list(self.query_experts)}")
 
     @property
     def query_routes(self) -> list[tuple[str, int]]:
         sizes = list(self.query_group_sizes) or [self.num_queries]
         return list(zip(self.query_experts, sizes))
+
+    @property
+    def timed_queries(self) -> slice | None:
+        """The query positions of ``timed_group`` (None without one)."""
+        if not self.timed_group:
+            return None
+        names, sizes = zip(*self.query_routes)
+        i = names.index(self.timed_group)
+        return slice(sum(sizes[:i]), sum(sizes[: i + 1]))
 
     def has_cross_attention(self, layer_index: int) -> bool:
         """BLIP-2 / LAVIS / transformers place cross-attention at layers 0, f, 2f, ..."""

@@ -41,12 +41,17 @@ class CrossContext:
     the projections of ``tokens`` into its queries;
     mask: [B, 1, 1, N] or None;
     tokens: [B, N, W] the encoder tokens (``encode_context`` keeps them beside ``kv`` too, so that another
-    Q-Former may read them through its own projections), or None.
+    Q-Former may read them through its own projections), or None;
+    time: [B, T, W] a time embedding per frame of ``T`` frames of N / T tokens each (frame-major), which the
+    timed query group (``QFormerConfig.timed_group``) reads added to the tokens, or None;
+    time_kv: the keys/values of the tokens with ``time`` added, per cross-attention layer (None with ``kv``).
     """
 
     kv: list[KeyValue] | None
     mask: torch.Tensor | None
     tokens: torch.Tensor | None = None
+    time: torch.Tensor | None = None
+    time_kv: list[KeyValue] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -54,11 +59,21 @@ class CrossContext:
 
     def select(self, index: torch.Tensor) -> "CrossContext":
         """Rows ``index`` of the batch (e.g. the videos paired with hard-negative texts)."""
+        def rows(kv):
+            return None if kv is None else [(k[index], v[index]) for k, v in kv]
+
         return CrossContext(
-            kv=None if self.kv is None else [(k[index], v[index]) for k, v in self.kv],
+            kv=rows(self.kv),
             mask=None if self.mask is None else self.mask[index],
             tokens=None if self.tokens is None else self.tokens[index],
+            time=None if self.time is None else self.time[index],
+            time_kv=rows(self.time_kv),
         )
+
+    def timed_tokens(self) -> torch.Tensor:
+        """[B, N, W] the tokens with each frame's time embedding added."""
+        per_frame = self.tokens.shape[1] // self.time.shape[1]
+        return self.tokens + self.time.repeat_interleave(per_frame, dim=1)
 
 
 @dataclass
@@ -117,13 +132,23 @@ class QFormerLayer(nn.Module):
         x: torch.Tensor,
         num_queries: int,
         self_mask: torch.Tensor | None,
-        cross_kv: KeyValue | None,
+        cross_kv: KeyValue | FoldedTokens | None,
         cross_mask: torch.Tensor | None,
         past: KeyValue | None,
+        timed: tuple[slice, KeyValue | FoldedTokens] | None = None,
     ) -> tuple[torch.Tensor, KeyValue]:
+        """timed: (query positions, keys/values of the tokens with time) for the timed query group, or None."""
         x, kv = self.self_attn(x, self_mask, past)
         if self.cross_attn is not None and num_queries:
-            queries = self.cross_attn(x[:, :num_queries], cross_kv, cross_mask)
+            queries = x[:, :num_queries]
+            if timed is None:
+                queries = self.cross_attn(queries, cross_kv, cross_mask)
+            else:  # the timed rows read the tokens with time, the others without; every row is attended alone
+                rows, timed_kv = timed
+                parts = [(queries[:, :rows.start], cross_kv), (queries[:, rows], timed_kv),
+                         (queries[:, rows.stop:], cross_kv)]
+                queries = torch.cat([self.cross_attn(q, part_kv, cross_mask) for q, part_kv in parts
+                                     if q.shape[1]], dim=1)
             x = torch.cat([queries, x[:, num_queries:]], dim=1) if x.shape[1] > num_queries else queries
         return self.ffn(x, num_queries), kv
 
@@ -194,24 +219,40 @@ class QFormer(nn.Module):
         return self.config.num_heads * self.config.num_queries < self.config.hidden_size
 
     def encode_context(self, encoder_tokens: torch.Tensor, encoder_mask: torch.Tensor | None = None, *,
-                       reuse: bool = True) -> CrossContext:
+                       reuse: bool = True, time: torch.Tensor | None = None) -> CrossContext:
         """encoder_tokens [B, N, W], encoder_mask [B, N] bool -> keys/values for every cross layer.
 
         reuse=False says the context serves one pass: the tokens are then kept unprojected when folding
-        the projections into the queries is cheaper (``folds_cheaper``)."""
+        the projections into the queries is cheaper (``folds_cheaper``). time: [B, T, W] a time embedding per
+        frame (the N tokens are T frames' in turn), read by the timed query group only."""
         if encoder_tokens.shape[-1] != self.config.encoder_width:
             raise ValueError(
                 f"encoder tokens are {encoder_tokens.shape[-1]} wide but qformer.encoder_width="
                 f"{self.config.encoder_width}"
             )
+        if time is not None and (not self.config.timed_group or encoder_tokens.shape[1] % time.shape[1]):
+            raise ValueError(f"a time embedding of {time.shape[1]} frames over {encoder_tokens.shape[1]} tokens needs "
+                             "a timed query group (qformer.timed_group) and a whole number of tokens per frame")
         mask = encoder_attention_mask(encoder_mask)
         tokens = encoder_tokens.to(self.cross_kv.weight.dtype)
+        time = None if time is None else time.to(tokens.dtype)
         if not reuse and self.folds_cheaper:
-            return CrossContext(kv=None, mask=mask, tokens=tokens)
+            return CrossContext(kv=None, mask=mask, tokens=tokens, time=time)
+        kv = self._project(self.cross_kv(tokens))
+        time_kv = None
+        if time is not None:  # the projection is linear: the tokens' keys/values plus each frame's, no bias
+            per_frame = tokens.shape[1] // time.shape[1]
+            shifts = self._project(nn.functional.linear(time, self.cross_kv.weight))
+            time_kv = [(k + dk.repeat_interleave(per_frame, dim=2), v + dv.repeat_interleave(per_frame, dim=2))
+                       for (k, v), (dk, dv) in zip(kv, shifts)]
+        return CrossContext(kv=kv, mask=mask, tokens=tokens, time=time, time_kv=time_kv)
+
+    def _project(self, projected: torch.Tensor) -> list[KeyValue]:
+        """[B, N, 2 H per cross layer] -> one (key, value) pair [B, h, N, d] per cross layer."""
         # split the last dimension (its backward is one concatenation) into [k_0, v_0, k_1, v_1, ...]
         parts = [rearrange(t, "b n (h d) -> b h n d", h=self.config.num_heads)
-                 for t in self.cross_kv(tokens).split(self.config.hidden_size, dim=-1)]
-        return CrossContext(kv=list(zip(parts[0::2], parts[1::2])), mask=mask, tokens=tokens)
+                 for t in projected.split(self.config.hidden_size, dim=-1)]
+        return list(zip(parts[0::2], parts[1::2]))
 
     def folded_layers(self, tokens: torch.Tensor) -> list[FoldedTokens]:
         """Per cross-attention layer: the tokens with that layer's slices of the joint key/value projection."""
@@ -291,15 +332,23 @@ class QFormer(nn.Module):
             past_queries=past_queries,
             past_text=past_text,
         )
-        cross_kv = None
+        cross_kv = time_kv = None
+        timed = self.config.timed_queries
         if context is not None:
             cross_kv = iter(context.kv if context.kv is not None else self.folded_layers(context.tokens))
+            if context.time is not None and timed is not None and num_queries:
+                if num_queries != self.config.num_queries:
+                    raise ValueError(f"the timed query group is positions {timed.start}..{timed.stop - 1} of "
+                                     f"{self.config.num_queries} queries, but {num_queries} were given")
+                time_kv = iter(context.time_kv if context.time_kv is not None
+                               else self.folded_layers(context.timed_tokens()))
         cross_mask = context.mask if context is not None else None
         new_cache = []
         for i, layer in enumerate(self.layers):
             kv_i = next(cross_kv) if layer.cross_attn is not None and cross_kv is not None else None
+            timed_i = (timed, next(time_kv)) if layer.cross_attn is not None and time_kv is not None else None
             past_i = past_key_values.kv[i] if past_key_values is not None else None
-            args = (x, num_queries, self_mask, kv_i, cross_mask, past_i)
+            args = (x, num_queries, self_mask, kv_i, cross_mask, past_i, timed_i)
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, kv = checkpoint(layer, *args, use_reentrant=False)
             else:

@@ -1,0 +1,120 @@
+"""What each expert's queries carry in a trained spatio-temporal model: linear probes per query group.
+
+The spatio-temporal head's query groups (spatial / temporal / semantic, each with its FFN expert; see
+videoqf/backends/spatiotemporal.py) are read out of a trained run on the embedded synthetic world, on cached
+features, and probed with closed-form ridge probes fitted on training clips and scored on held-out ones:
+
+- what, order-free: whether each colour and each shape occurs in the clip (mean over the binary probes);
+- what and when: colour, shape and action (with the direction of "moves") of event 1, 2 and 3 in time order,
+  which needs order as soon as a clip has two events (mean over slots);
+- order sensitivity: how far a group's output moves when the clip's frames are reversed, relative to how far it
+  is from another clip's (0: the group reads no order at all).
+
+    python benchmarks/expert_probe.py --checkpoint runs/spatiotemporal-20261205-0130
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import write_result  # noqa: E402
+from videoqf.data.synthetic.vocab import COLOURS, SHAPES  # noqa: E402
+from videoqf.eval.probes import ATTRIBUTES, SLOTS, event_labels, ridge_accuracy  # noqa: E402
+from videoqf.recipes.checkpoint_model import load_model  # noqa: E402
+from videoqf.recipes.run import datasets, make_collate  # noqa: E402
+
+
+def presence_labels(record: dict) -> list[int]:
+    """1 where a colour / shape occurs among the clip's events, per colour then per shape."""
+    events = record["spec"]["events"]
+    return ([int(any(e["colour"] == c for e in events)) for c in COLOURS]
+            + [int(any(e["shape"] == s for e in events)) for s in SHAPES])
+
+
+def reversed_frames(batch: dict) -> dict:
+    return {**batch, "frame_features": batch["frame_features"].flip(1), "frame_mask": batch["frame_mask"].flip(1)}
+
+
+@torch.no_grad()
+def group_outputs(model, dataset, collate, groups: dict[str, slice], limit: int, batch_size: int = 64):
+    """Per group: the flattened query outputs [clips, G * H] of the clips and of their frames reversed, and the
+    labels of the clips (presence, event slots)."""
+    count = min(limit, len(dataset)) if limit else len(dataset)
+    subset = torch.utils.data.Subset(dataset, range(count))
+    outs = {name: ([], []) for name in groups}
+    for batch in tqdm(DataLoader(subset, batch_size=batch_size, collate_fn=collate), desc="encoding", leave=False):
+        for j, view in enumerate((batch, reversed_frames(batch))):
+            tokens = model.encode(view, audio=False).contrastive_tokens
+            for name, rows in groups.items():
+                outs[name][j].append(tokens[:, rows].flatten(1).double())
+    records = [dataset.record(i).meta for i in range(count)]
+    presence = torch.tensor([presence_labels(r) for r in records])
+    slots = torch.tensor([event_labels(r) for r in records])
+    return {n: (torch.cat(a), torch.cat(b)) for n, (a, b) in outs.items()}, presence, slots
+
+
+def order_sensitivity(x: torch.Tensor, x_reversed: torch.Tensor) -> float:
+    """Mean distance to the reversed clip over the mean distance to another clip (0: order-blind)."""
+    return ((x - x_reversed).norm(dim=1).mean() / (x - x.roll(1, dims=0)).norm(dim=1).mean()).item()
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="a trained spatiotemporal run, stage or checkpoint folder")
+    ap.add_argument("--train-clips", type=int, default=2000, help="training clips the probes are fitted on")
+    ap.add_argument("--ridge", type=float, default=0.1, help="ridge, relative to the mean kernel diagonal")
+    ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
+    args = ap.parse_args(argv)
+    model, cfg, folder = load_model(args.checkpoint)
+    if cfg.model.variant != "spatiotemporal":
+        ap.error(f"{args.checkpoint} is a {cfg.model.variant!r} model; the expert probe reads spatiotemporal groups")
+    backend = model.backend.config
+    groups, start = {}, 0
+    names = ["spatial", "temporal", "semantic"] if backend.experts else ["queries (one FFN)"]
+    for name, size in zip(names, backend.group_sizes if backend.experts else [backend.qformer.num_queries]):
+        groups[name], start = slice(start, start + size), start + size
+    groups["all queries"] = slice(0, start)
+    train, held_out = datasets(cfg, model)
+    collate = make_collate(cfg, model.tokenizer)
+    fit, fit_presence, fit_slots = group_outputs(model, train, collate, groups, args.train_clips)
+    test, test_presence, test_slots = group_outputs(model, held_out, collate, groups, 0)
+
+    def mean_accuracy(train_x, train_y, test_x, test_y):
+        return sum(ridge_accuracy(train_x, train_y[:, j], test_x, test_y[:, j], args.ridge)
+                   for j in range(train_y.shape[1])) / train_y.shape[1]
+
+    majority = test_presence.double().mean(0)
+    chance_presence = torch.maximum(majority, 1 - majority).mean().item()
+    lines = ["| query group | queries | colour & shape present | event 1-3: colour | event 1-3: shape | "
+             "event 1-3: action (direction) | order sensitivity |", "|---|---:|---:|---:|---:|---:|---:|",
+             f"| majority class | | {chance_presence:.3f} | | | | |"]
+    for name, rows in groups.items():
+        (x, x_rev), (t, t_rev) = fit[name], test[name]
+        cells = [mean_accuracy(x, fit_presence, t, test_presence)]
+        for a in range(len(ATTRIBUTES)):  # the slot labels are [colour, shape, action] per slot in turn
+            cols = [k * len(ATTRIBUTES) + a for k in range(SLOTS)]
+            cells.append(mean_accuracy(x, fit_slots[:, cols], t, test_slots[:, cols]))
+        lines.append(f"| {name} | {rows.stop - rows.start} | " + " | ".join(f"{c:.3f}" for c in cells)
+                     + f" | {order_sensitivity(t, t_rev):.3f} |")
+    body = (f"Run `{folder}` ({'experts with roles' if backend.experts else 'experts off: BLIP-2 routing'}, "
+            f"temporal PE {'on' if backend.temporal_pe else 'off'}): each query group's flattened outputs on cached "
+            f"features; ridge probes (ridge {args.ridge} x the mean kernel diagonal) fitted on {len(fit_presence)} "
+            f"training clips, accuracy on {len(test_presence)} held-out clips. Order sensitivity: mean distance to "
+            "the same clip with its frames reversed over the mean distance to another clip, on the held-out "
+            "clips.\n\n" + "\n".join(lines))
+    print(body)
+    if not args.no_write:
+        name = f"expert_probe-{'roles' if backend.experts else 'no-experts'}"
+        print("wrote", write_result(name, f"Expert probe: {folder.name}", body))
+    return body
+
+
+if __name__ == "__main__":
+    main()
