@@ -7,8 +7,12 @@ features, and probed with closed-form ridge probes fitted on training clips and 
 - what, order-free: whether each colour and each shape occurs in the clip (mean over the binary probes);
 - what and when: colour, shape and action (with the direction of "moves") of event 1, 2 and 3 in time order,
   which needs order as soon as a clip has two events (mean over slots);
+- order: the first event's colour on the clips whose events have two or more colours, against the best an
+  order-blind reading can do there (knowing the colours but not their order: 1 / their number);
 - order sensitivity: how far a group's output moves when the clip's frames are reversed, relative to how far it
   is from another clip's (0: the group reads no order at all).
+A last row probes the frozen encoder's tokens (as the backend reads them) averaged over the frames, which hold no
+order by construction: what it gets right on the order column, the world gives away without order.
 
     python benchmarks/expert_probe.py --checkpoint runs/spatiotemporal-20261205-0130
 """
@@ -31,11 +35,21 @@ from videoqf.recipes.checkpoint_model import load_model  # noqa: E402
 from videoqf.recipes.run import datasets, make_collate  # noqa: E402
 
 
+ORDER_BLIND = "frames averaged (order-blind reference)"
+
+
 def presence_labels(record: dict) -> list[int]:
     """1 where a colour / shape occurs among the clip's events, per colour then per shape."""
     events = record["spec"]["events"]
     return ([int(any(e["colour"] == c for e in events)) for c in COLOURS]
             + [int(any(e["shape"] == s for e in events)) for s in SHAPES])
+
+
+def first_colour(record: dict) -> tuple[int, float]:
+    """(the first event's colour where the events have 2+ colours, else -1; 1 / their number of colours)."""
+    colours = [e["colour"] for e in record["spec"]["events"]]
+    distinct = len(set(colours))
+    return (list(COLOURS).index(colours[0]) if distinct > 1 else -1), 1 / max(distinct, 1)
 
 
 def reversed_frames(batch: dict) -> dict:
@@ -48,16 +62,21 @@ def group_outputs(model, dataset, collate, groups: dict[str, slice], limit: int,
     labels of the clips (presence, event slots)."""
     count = min(limit, len(dataset)) if limit else len(dataset)
     subset = torch.utils.data.Subset(dataset, range(count))
-    outs = {name: ([], []) for name in groups}
+    outs = {name: ([], []) for name in [*groups, ORDER_BLIND]}
     for batch in tqdm(DataLoader(subset, batch_size=batch_size, collate_fn=collate), desc="encoding", leave=False):
         for j, view in enumerate((batch, reversed_frames(batch))):
             tokens = model.encode(view, audio=False).contrastive_tokens
             for name, rows in groups.items():
                 outs[name][j].append(tokens[:, rows].flatten(1).double())
+            mask = view["frame_mask"][:, :, None, None]
+            frames = (model.frame_features(view) * mask).sum(1) / mask.sum(1)
+            outs[ORDER_BLIND][j].append(frames.flatten(1).double())
     records = [dataset.record(i).meta for i in range(count)]
     presence = torch.tensor([presence_labels(r) for r in records])
     slots = torch.tensor([event_labels(r) for r in records])
-    return {n: (torch.cat(a), torch.cat(b)) for n, (a, b) in outs.items()}, presence, slots
+    first, blind = zip(*(first_colour(r) for r in records))
+    labels = dict(presence=presence, slots=slots, first=torch.tensor(first), blind=torch.tensor(blind))
+    return {n: (torch.cat(a), torch.cat(b)) for n, (a, b) in outs.items()}, labels
 
 
 def order_sensitivity(x: torch.Tensor, x_reversed: torch.Tensor) -> float:
@@ -83,35 +102,42 @@ def main(argv=None) -> str:
     groups["all queries"] = slice(0, start)
     train, held_out = datasets(cfg, model)
     collate = make_collate(cfg, model.tokenizer)
-    fit, fit_presence, fit_slots = group_outputs(model, train, collate, groups, args.train_clips)
-    test, test_presence, test_slots = group_outputs(model, held_out, collate, groups, 0)
+    fit, fit_y = group_outputs(model, train, collate, groups, args.train_clips)
+    test, test_y = group_outputs(model, held_out, collate, groups, 0)
 
     def mean_accuracy(train_x, train_y, test_x, test_y):
         return sum(ridge_accuracy(train_x, train_y[:, j], test_x, test_y[:, j], args.ridge)
                    for j in range(train_y.shape[1])) / train_y.shape[1]
 
-    majority = test_presence.double().mean(0)
+    majority = test_y["presence"].double().mean(0)
     chance_presence = torch.maximum(majority, 1 - majority).mean().item()
+    ordered = test_y["first"] >= 0
+    blind = test_y["blind"][ordered].mean().item()
     lines = ["| query group | queries | colour & shape present | event 1-3: colour | event 1-3: shape | "
-             "event 1-3: action (direction) | order sensitivity |", "|---|---:|---:|---:|---:|---:|---:|",
-             f"| majority class | | {chance_presence:.3f} | | | | |"]
-    for name, rows in groups.items():
+             "event 1-3: action (direction) | first event's colour (2+ colours) | order sensitivity |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|",
+             f"| majority class / order-blind best | | {chance_presence:.3f} | | | | {blind:.3f} | 0 |"]
+    for name in [*groups, ORDER_BLIND]:
         (x, x_rev), (t, t_rev) = fit[name], test[name]
-        cells = [mean_accuracy(x, fit_presence, t, test_presence)]
+        cells = [mean_accuracy(x, fit_y["presence"], t, test_y["presence"])]
         for a in range(len(ATTRIBUTES)):  # the slot labels are [colour, shape, action] per slot in turn
             cols = [k * len(ATTRIBUTES) + a for k in range(SLOTS)]
-            cells.append(mean_accuracy(x, fit_slots[:, cols], t, test_slots[:, cols]))
-        lines.append(f"| {name} | {rows.stop - rows.start} | " + " | ".join(f"{c:.3f}" for c in cells)
+            cells.append(mean_accuracy(x, fit_y["slots"][:, cols], t, test_y["slots"][:, cols]))
+        cells.append(ridge_accuracy(x, fit_y["first"], t, test_y["first"], args.ridge))
+        size = groups[name].stop - groups[name].start if name in groups else ""
+        lines.append(f"| {name} | {size} | " + " | ".join(f"{c:.3f}" for c in cells)
                      + f" | {order_sensitivity(t, t_rev):.3f} |")
-    body = (f"Run `{folder}` ({'experts with roles' if backend.experts else 'experts off: BLIP-2 routing'}, "
+    timed = ", ".join(backend.timed_experts) if backend.experts else "all"
+    body = (f"Run `{folder}` ({'experts with roles' if backend.experts else 'experts off: BLIP-2 routing'}; queries "
+            f"reading time: {timed}; "
             f"temporal PE {'on' if backend.temporal_pe else 'off'}): each query group's flattened outputs on cached "
-            f"features; ridge probes (ridge {args.ridge} x the mean kernel diagonal) fitted on {len(fit_presence)} "
-            f"training clips, accuracy on {len(test_presence)} held-out clips. Order sensitivity: mean distance to "
+            f"features; ridge probes (ridge {args.ridge} x the mean kernel diagonal) fitted on {len(fit_y['presence'])} "
+            f"training clips, accuracy on {len(test_y['presence'])} held-out clips ({int(ordered.sum())} with 2+ colours). Order sensitivity: mean distance to "
             "the same clip with its frames reversed over the mean distance to another clip, on the held-out "
             "clips.\n\n" + "\n".join(lines))
     print(body)
     if not args.no_write:
-        name = f"expert_probe-{'roles' if backend.experts else 'no-experts'}"
+        name = "expert_probe-" + ("-".join(backend.timed_experts) if backend.experts else "no-experts")
         print("wrote", write_result(name, f"Expert probe: {folder.name}", body))
     return body
 

@@ -1,10 +1,11 @@
-"""The spatio-temporal head's experts have roles by what their queries read: only the temporal group's
-cross-attention reads the frames' time embedding (``QFormerConfig.timed_group``); the spatial and semantic groups
-read the frames as an unordered set."""
+"""The spatio-temporal head's experts have roles by what their queries read: only the timed groups' cross-attention
+reads the frames' time embedding (``QFormerConfig.timed_groups``); the spatial group reads the frames as an
+unordered set."""
 import pytest
 import torch
 
 from _tiny import frames, tiny
+from videoqf.backends import backend_config
 from videoqf.qformer import QFormer, QFormerConfig
 
 GROUPS = dict(query_experts=["spatial", "temporal", "semantic"], query_group_sizes=[2, 3, 1], text_expert="semantic")
@@ -16,7 +17,7 @@ TEMPORAL = slice(2, 5)
 def qformers(num_layers: int) -> tuple[QFormer, QFormer]:
     """(the head with a timed group, the same weights without one)."""
     torch.manual_seed(0)
-    timed = QFormer(QFormerConfig(num_layers=num_layers, cross_attention_frequency=1, timed_group="temporal",
+    timed = QFormer(QFormerConfig(num_layers=num_layers, cross_attention_frequency=1, timed_groups=["temporal"],
                                   **GROUPS, **SIZES)).eval()
     plain = QFormer(QFormerConfig(num_layers=num_layers, cross_attention_frequency=1, **GROUPS, **SIZES)).eval()
     plain.load_state_dict(timed.state_dict())
@@ -55,24 +56,30 @@ def test_time_survives_selecting_rows_and_folding():
     assert torch.allclose(selected, fresh, atol=1e-5)
 
 
-def test_a_time_embedding_needs_a_timed_group():
+def test_a_time_embedding_needs_timed_groups_next_to_each_other():
     _, plain = qformers(num_layers=1)
     tokens, time, _ = inputs()
-    with pytest.raises(ValueError, match="timed_group"):
+    with pytest.raises(ValueError, match="timed_groups"):
         plain.encode_context(tokens, time=time)
-    with pytest.raises(ValueError, match="timed_group 'time'"):
-        QFormerConfig(timed_group="time", **GROUPS, **SIZES)
+    with pytest.raises(ValueError, match=r"\['time'\] are none"):
+        QFormerConfig(timed_groups=["time"], **GROUPS, **SIZES)
+    with pytest.raises(ValueError, match="next to each other"):
+        QFormerConfig(timed_groups=["spatial", "semantic"], **GROUPS, **SIZES)
+    assert QFormerConfig(timed_groups=["semantic", "temporal"], **GROUPS, **SIZES).timed_queries == slice(2, 6)
+    with pytest.raises(ValueError, match="timed_experts"):
+        backend_config("spatiotemporal", {"timed_experts": ["spatial", "temporal"]}, preset="tiny")
 
 
-def test_in_the_backend_spatial_and_semantic_queries_read_no_order():
-    """One head layer: reversing the frames moves only the temporal queries; the position embedding reaches no
+@pytest.mark.parametrize("timed", [["temporal"], ["temporal", "semantic"]])
+def test_in_the_backend_only_timed_queries_read_order(timed):
+    """One head layer: reversing the frames moves only the timed queries; the position embedding reaches no
     other group (in deeper heads self-attention may carry order on, which the expert probe measures)."""
     backend = tiny("spatiotemporal", qformer={"num_layers": 1, "cross_attention_frequency": 1,
-                                              "initializer_range": 0.3}).eval()
+                                              "initializer_range": 0.3}, timed_experts=timed).eval()
     with torch.no_grad():
         backend.frame_position.table.normal_()
     groups = backend.config.group_sizes
-    temporal = slice(groups[0], groups[0] + groups[1])
+    temporal = slice(groups[0], groups[0] + groups[1] + (groups[2] if "semantic" in timed else 0))
     feats, mask = frames(2, 5), torch.ones(2, 5, dtype=torch.bool)
     with torch.no_grad():
         forward, backward = backend(feats, mask).tokens, backend(feats.flip(1), mask).tokens

@@ -9,16 +9,18 @@ the tokens.
 
 Experts with a role each (our design; a video Q-Former's spatial / temporal / semantic experts, routed by
 what a query reads rather than by its index alone). The queries are split, in order, into ``group_sizes`` =
-[spatial, temporal, semantic]; each group has its FFN expert (SP-FFN, T-FFN, SM-FFN) and its own view of time:
+[spatial, temporal, semantic]; each group has its FFN expert (SP-FFN, T-FFN, SM-FFN):
 - spatial queries cross-attend to the frame tokens WITHOUT the temporal position embedding: what they read of
   the frames is the same for any frame order (appearance: shapes, colours), and SP-FFN transforms that;
-- temporal queries cross-attend to the same tokens WITH each frame's position embedding added (the only queries
-  that read time directly; ``QFormerConfig.timed_group``), and T-FFN transforms that (order, direction);
+- the ``timed_experts`` groups (default: temporal and semantic) cross-attend to the same tokens WITH each
+  frame's position embedding added (``QFormerConfig.timed_groups``): T-FFN transforms what they read of time
+  (order, direction);
 - semantic queries and the text (VTC / VTM / VTG, instructions) share SM-FFN, the query-text path where video
-  and language meet (as BLIP-2's text FFN), reading the other groups through self-attention.
-Self-attention over [queries; text] is shared, so a spatial query can still learn order from a temporal one in
-a later layer; whether the roles hold is what ``benchmarks/expert_probe.py`` measures per group. The cost is
-one more cross-attention call per layer (the timed rows apart) and per-frame key/value shifts.
+  and language meet (as BLIP-2's text FFN); the captions say in which order things happen, so by default the
+  semantic queries read time too.
+Self-attention over [queries; text] is shared, so a spatial query can still learn order from the others in a
+later layer; how much each group carries is what ``benchmarks/expert_probe.py`` measures. The cost is one more
+cross-attention call per layer (the timed rows apart) and per-frame key/value shifts.
 ``experts: false`` gives BLIP-2's routing (one FFN for all queries, one for text) and the position embedding
 added to every token (every query reads time) for comparison.
 An expert Q-Former keeps BLIP-2's layout, so BLIP-2 / BERT weights load into it (see
@@ -46,12 +48,13 @@ class SpatioTemporalConfig:
     """Defaults: BLIP-2-size Q-Former over EVA ViT-g tokens (1408 wide), 32 queries as 12/12/8.
 
     ``qformer`` keeps BLIP-2's routing fields; the expert routing is set here (``experts``,
-    ``group_sizes``), in one place.
+    ``group_sizes``, ``timed_experts``: the groups whose queries read each frame's time), in one place.
     """
 
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     experts: bool = True
     group_sizes: list[int] = field(default_factory=lambda: [12, 12, 8])
+    timed_experts: list[str] = field(default_factory=lambda: ["temporal", "semantic"])
     attentive_pooling: bool = True
     segment_frames: int = 1
     pooling_hidden: int = 256
@@ -70,13 +73,16 @@ class SpatioTemporalConfig:
                 f"spatiotemporal.group_sizes {list(self.group_sizes)} must be 3 sizes (spatial, temporal, "
                 f"semantic) summing to qformer.num_queries={self.qformer.num_queries}"
             )
+        if self.experts and not set(self.timed_experts) <= set(EXPERTS) - {"spatial"}:
+            raise ValueError(f"spatiotemporal.timed_experts {list(self.timed_experts)}: a subset of temporal and "
+                             "semantic (the spatial queries read the frames without time)")
 
     @property
     def head_config(self) -> QFormerConfig:
         if not self.experts:
             return self.qformer
         return replace(self.qformer, query_experts=list(EXPERTS), query_group_sizes=list(self.group_sizes),
-                       text_expert="semantic", timed_group="temporal")
+                       text_expert="semantic", timed_groups=list(self.timed_experts))
 
     @classmethod
     def preset(cls, p: SizePreset) -> "SpatioTemporalConfig":
@@ -117,7 +123,7 @@ class SpatioTemporalBackend(VideoBackend):
             features, weights = self.pooling(features, frame_mask)
         features = spatial_pool(features, self.config.tokens_per_frame)
         time = None if self.frame_position is None else self.frame_position(frame_mask)  # [B, T, Dv]
-        if time is not None and not self.head.config.timed_group:  # no roles: every query reads the time
+        if time is not None and not self.head.config.timed_groups:  # no roles: every query reads the time
             features, time = features + time[:, :, None], None
         context = self.head.encode_context(
             rearrange(features, "b t n d -> b (t n) d"), repeat(frame_mask, "b t -> b (t n)", n=features.shape[2]),

@@ -16,8 +16,9 @@ class QFormerConfig:
     whose size is ``query_group_sizes[i]`` (empty sizes: one group of all queries); text positions go
     through ``text_expert``. BLIP-2 is ``query_experts=["query"], text_expert="text"``.
 
-    timed_group: the query group (a name in ``query_experts``) whose cross-attention reads the encoder tokens with
-    the context's time embedding added (``encode_context(..., time=)``); the other queries read them without.
+    timed_groups: the query groups (names in ``query_experts``, next to each other) whose cross-attention reads the
+    encoder tokens with the context's time embedding added (``encode_context(..., time=)``); the other queries
+    read them without.
     """
 
     hidden_size: int = 768
@@ -37,7 +38,7 @@ class QFormerConfig:
     query_experts: list[str] = field(default_factory=lambda: ["query"])
     query_group_sizes: list[int] = field(default_factory=list)
     text_expert: str = "text"
-    timed_group: str = ""
+    timed_groups: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -56,9 +57,13 @@ class QFormerConfig:
             )
         if not self.query_group_sizes and len(self.query_experts) != 1:
             raise ValueError("qformer.query_group_sizes is required when there is more than one query expert")
-        if self.timed_group and self.timed_group not in self.query_experts:
-            raise ValueError(f"qformer.timed_group {self.timed_group!r} is none of query_experts "
-                             f"{list(self.query_experts)}")
+        unknown = [g for g in self.timed_groups if g not in self.query_experts]
+        if unknown:
+            raise ValueError(f"qformer.timed_groups {unknown} are none of query_experts {list(self.query_experts)}")
+        where = sorted(self.query_experts.index(g) for g in self.timed_groups)
+        if where and where != list(range(where[0], where[0] + len(where))):
+            raise ValueError(f"qformer.timed_groups {list(self.timed_groups)} must be next to each other in "
+                             f"query_experts {list(self.query_experts)}")
 
     @property
     def query_routes(self) -> list[tuple[str, int]]:
@@ -67,12 +72,12 @@ class QFormerConfig:
 
     @property
     def timed_queries(self) -> slice | None:
-        """The query positions of ``timed_group`` (None without one)."""
-        if not self.timed_group:
+        """The query positions of ``timed_groups`` (None without any)."""
+        if not self.timed_groups:
             return None
         names, sizes = zip(*self.query_routes)
-        i = names.index(self.timed_group)
-        return slice(sum(sizes[:i]), sum(sizes[: i + 1]))
+        where = [names.index(g) for g in self.timed_groups]
+        return slice(sum(sizes[: min(where)]), sum(sizes[: max(where) + 1]))
 
     def has_cross_attention(self, layer_index: int) -> bool:
         """BLIP-2 / LAVIS / transformers place cross-attention at layers 0, f, 2f, ..."""

@@ -43,7 +43,7 @@ class CrossContext:
     tokens: [B, N, W] the encoder tokens (``encode_context`` keeps them beside ``kv`` too, so that another
     Q-Former may read them through its own projections), or None;
     time: [B, T, W] a time embedding per frame of ``T`` frames of N / T tokens each (frame-major), which the
-    timed query group (``QFormerConfig.timed_group``) reads added to the tokens, or None;
+    timed query groups (``QFormerConfig.timed_groups``) read added to the tokens, or None;
     time_kv: the keys/values of the tokens with ``time`` added, per cross-attention layer (None with ``kv``).
     """
 
@@ -137,7 +137,7 @@ class QFormerLayer(nn.Module):
         past: KeyValue | None,
         timed: tuple[slice, KeyValue | FoldedTokens] | None = None,
     ) -> tuple[torch.Tensor, KeyValue]:
-        """timed: (query positions, keys/values of the tokens with time) for the timed query group, or None."""
+        """timed: (query positions, keys/values of the tokens with time) for the timed query groups, or None."""
         x, kv = self.self_attn(x, self_mask, past)
         if self.cross_attn is not None and num_queries:
             queries = x[:, :num_queries]
@@ -224,15 +224,15 @@ class QFormer(nn.Module):
 
         reuse=False says the context serves one pass: the tokens are then kept unprojected when folding
         the projections into the queries is cheaper (``folds_cheaper``). time: [B, T, W] a time embedding per
-        frame (the N tokens are T frames' in turn), read by the timed query group only."""
+        frame (the N tokens are T frames' in turn), read by the timed query groups only."""
         if encoder_tokens.shape[-1] != self.config.encoder_width:
             raise ValueError(
                 f"encoder tokens are {encoder_tokens.shape[-1]} wide but qformer.encoder_width="
                 f"{self.config.encoder_width}"
             )
-        if time is not None and (not self.config.timed_group or encoder_tokens.shape[1] % time.shape[1]):
+        if time is not None and (not self.config.timed_groups or encoder_tokens.shape[1] % time.shape[1]):
             raise ValueError(f"a time embedding of {time.shape[1]} frames over {encoder_tokens.shape[1]} tokens needs "
-                             "a timed query group (qformer.timed_group) and a whole number of tokens per frame")
+                             "timed query groups (qformer.timed_groups) and a whole number of tokens per frame")
         mask = encoder_attention_mask(encoder_mask)
         tokens = encoder_tokens.to(self.cross_kv.weight.dtype)
         time = None if time is None else time.to(tokens.dtype)
@@ -338,7 +338,7 @@ class QFormer(nn.Module):
             cross_kv = iter(context.kv if context.kv is not None else self.folded_layers(context.tokens))
             if context.time is not None and timed is not None and num_queries:
                 if num_queries != self.config.num_queries:
-                    raise ValueError(f"the timed query group is positions {timed.start}..{timed.stop - 1} of "
+                    raise ValueError(f"the timed query groups are positions {timed.start}..{timed.stop - 1} of "
                                      f"{self.config.num_queries} queries, but {num_queries} were given")
                 time_kv = iter(context.time_kv if context.time_kv is not None
                                else self.folded_layers(context.timed_tokens()))
