@@ -5,7 +5,8 @@ The recipe loop (``run_experiment``) does, for each selected stage of ``cfg.stag
 (``videoqf.models.groups.lock``) and train it with ``videoqf.train.Trainer``.
 
 A run directory holds ``experiment.yaml`` and one folder per stage (``stage1/``, ``stage2/``, ...: each with
-``checkpoints/``, ``metrics.jsonl`` and ``tensorboard/``), and ``results.json``. Every checkpoint is
+``checkpoints/``, ``metrics.jsonl`` and ``tensorboard/``), and ``results.json``; a run started from an image
+checkpoint (``model.init_from``) also holds ``init_from.json``, what it copied and what is new. Every checkpoint is
 self-contained: the experiment config (``experiment.yaml``), the tokenizer, the frozen LLM and the learned
 weights (``learned/model.safetensors``) lie beside DeepSpeed's files, which is what ``tools/caption.py`` and
 ``tools/evaluate.py`` read.
@@ -153,6 +154,16 @@ def start_from_previous(model, run_dir: Path, previous: str, *, resume: bool) ->
     load_learned(model, found / "learned")
 
 
+def start_from_image(model, path: str, run_dir: Path) -> None:
+    """``model.init_from``: the image checkpoint's weights by the variant's plan, said and kept in the run folder."""
+    from videoqf.pretrained.video import init_run_model
+
+    report = init_run_model(model, path)
+    print(report.summary(), flush=True)
+    if is_main_process():
+        report.write(run_dir)
+
+
 def stage_train_config(train: TrainConfig, stage: StageConfig) -> TrainConfig:
     """The trainer's settings for ``stage``: its own budget where it gives one, else ``train``'s."""
     def own(value, default):
@@ -183,7 +194,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     collate = make_collate(cfg, tokenizer)
     fit_feature_statistics(model, train, collate, cfg.model.standardize_clips)
     names, selected = list(cfg.stages), cfg.selected_stages
-    if names.index(selected[0]) > 0:
+    if cfg.model.init_from and not resume:
+        start_from_image(model, cfg.model.init_from, run_dir)
+    elif names.index(selected[0]) > 0:
         start_from_previous(model, run_dir, names[names.index(selected[0]) - 1], resume=resume)
     first_caption = next((n for n in names if cfg.stages[n].objective == "caption"), None)
     skipped: dict[str, dict[str, int]] = {}  # distinct clips skipped, by reason, per stage and in evaluation
