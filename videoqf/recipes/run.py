@@ -78,9 +78,10 @@ def datasets(cfg: ExperimentConfig, model):
     return train, held_out
 
 
-def make_collate(cfg: ExperimentConfig, tokenizer) -> CaptionCollate:
+def make_collate(cfg: ExperimentConfig, tokenizer, tasks: list[str] = ()) -> CaptionCollate:
+    """Batches of the run's data; ``tasks``: a stage's instruction tasks (questions and answers for captions)."""
     return CaptionCollate(tokenizer, cfg.model.max_text_len, base=collate_cached if cfg.data.features else collate_clips,
-                          instructions=cfg.data.instructions, seed=cfg.data.seed)
+                          instructions=cfg.data.instructions, seed=cfg.data.seed, tasks=tasks)
 
 
 def evaluation(cfg: ExperimentConfig, held_out, collate, *, captions: bool):
@@ -218,7 +219,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
             eval_fn = lambda m, step, evaluate=evaluate: evaluate(m.model, step)[0]  # noqa: E731
         print(f"{name}: {tcfg.max_steps} steps of {stage.objective} on {cfg.model.variant} into {stage_dir}",
               flush=True)
-        trainer = Trainer(ModelWithLoss(model, build_objective(stage.objective, model)), train, collate, tcfg,
+        stage_collate = make_collate(cfg, tokenizer, stage.tasks) if stage.tasks else collate
+        trainer = Trainer(ModelWithLoss(model, build_objective(stage.objective, model)), train, stage_collate, tcfg,
                           output_dir=stage_dir, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
         print(f"{name}: {trainer.num_trainable:,} trainable parameters (groups {stage.train}"
               + (f" less {stage.freeze}" if stage.freeze else "") + ")", flush=True)
