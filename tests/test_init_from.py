@@ -91,3 +91,23 @@ def test_pooled_takes_the_frozen_side_only_and_says_what_is_new(image_model):
     assert {n.split(".")[1] for n in report.copied if n.startswith("backend.")} == {"ln_vision"}
     assert any(n.startswith("backend.head.") for n in report.new) and any(n.startswith("backend.proj.") for n in report.new)
     assert "backend.head" in report.summary()
+
+
+@torch.no_grad()
+def test_a_released_blip2_folder_builds_every_video_variant(tmp_path):
+    import _hf_tiny as H
+    from videoqf.pretrained import load_pretrained
+
+    H.build("blip2-opt", tmp_path)
+    image = load_pretrained(tmp_path)
+    frame = {"frames": torch.randn(1, 1, 3, H.IMAGE_SIZE, H.IMAGE_SIZE), "frame_mask": torch.ones(1, 1, dtype=torch.bool)}
+    clip = {"frames": frame["frames"].expand(-1, 3, -1, -1, -1), "frame_mask": torch.ones(1, 3, dtype=torch.bool)}
+    video = load_pretrained(tmp_path, variant="spatiotemporal", num_frames=3)
+    assert not [n for n in video.init_report.new if n.startswith(("backend.head.", "bridge."))]
+    torch.testing.assert_close(video.encode(clip).tokens, image.encode(frame).tokens, atol=1e-5, rtol=0)
+    torch.testing.assert_close(video.bridge.projector.net.weight, image.bridge.projector.net.weight)
+    for variant in ("cascaded", "pooled"):
+        model = load_pretrained(tmp_path, variant=variant)
+        assert model.init_report.copied and model.encode(clip).tokens.isfinite().all()
+    with pytest.raises(TypeError, match="num_frames"):
+        load_pretrained(tmp_path, variant="pooled", num_frames=3)

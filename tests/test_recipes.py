@@ -17,6 +17,7 @@ from videoqf.data.synthetic import load_tokenizer
 from videoqf.experiment import EvalConfig, load_experiment
 from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
+from videoqf.pretrained import load_pretrained
 from videoqf.recipes.run import run_experiment
 from videoqf.train.config import TrainConfig
 
@@ -146,3 +147,20 @@ def test_video_chatgpt_reads_pooled_tokens_through_a_linear_into_the_frozen_llm(
     model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
     assert cfg.model.variant == "pooled" and isinstance(model.bridge.projector.net, torch.nn.Linear)
     assert trainable(cfg, model)["stage2"] == {"bridge.projector.net.weight", "bridge.projector.net.bias"}
+
+
+def test_video_recipes_start_from_the_blip2_run(synthetic_dir, tmp_path):
+    run_experiment(recipe("blip2", synthetic_dir), tmp_path / "blip2")
+    image = load_pretrained(tmp_path / "blip2")
+    for name in ("video-llama", "video-qformer"):
+        path = Path(f"configs/recipes/{name}.yaml")
+        cfg = load_experiment(["configs/synthetic.yaml", path],
+                              [*tiny_overrides(path, synthetic_dir), f"model.init_from={tmp_path / 'blip2'}"])
+        run_experiment(cfg, tmp_path / name)
+        report = json.loads((tmp_path / name / "init_from.json").read_text())
+        assert report["variant"] == cfg.model.variant and report["copied"] and report["new"]
+    video = load_pretrained(tmp_path / "video-llama")  # trained two stages with its frame Q-Former frozen
+    for key, value in video.backend.frame_qformer.state_dict().items():
+        torch.testing.assert_close(value, image.backend.head.state_dict()[key], msg=key)
+    with pytest.raises(ValueError, match="image model"):
+        run_experiment(replace(cfg, model=replace(cfg.model, init_from=str(tmp_path / "video-llama"))), tmp_path / "x")

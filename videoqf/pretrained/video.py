@@ -14,7 +14,7 @@ from videoqf.backends import backend_config
 from videoqf.llm.bridge import VideoLLMBridge
 from videoqf.llm.projector import Projector
 from videoqf.models.video_lm import VideoLanguageModel
-from videoqf.pretrained.init_from import InitError, InitReport, check_image_model, init_from_image
+from videoqf.pretrained.init_from import IMAGE_VARIANTS, InitError, InitReport, check_image_model, init_from_image
 from videoqf.qformer import QFormerConfig
 
 POSITION_VARIANTS = ("cascaded", "spatiotemporal")
@@ -34,22 +34,22 @@ def _reader(image: QFormerConfig, like: QFormerConfig) -> QFormerConfig:
 
 def video_backend(source, variant: str, num_frames: int | None) -> dict:
     """The backend section of the video model of ``variant`` around ``source``'s image Q-Former."""
+    if variant not in (*IMAGE_VARIANTS, *POSITION_VARIANTS, "pooled"):
+        raise ValueError(f"variant={variant!r}: expected one of {[*IMAGE_VARIANTS, *POSITION_VARIANTS, 'pooled']}")
     if num_frames is not None and variant not in POSITION_VARIANTS:
         raise TypeError(f"num_frames sizes the frame position table of {POSITION_VARIANTS}; {variant!r} has none")
     image = source.backend.head.config
     base = backend_config(variant, {}, preset=source.config.preset)
     frames = {"max_frames": num_frames} if num_frames is not None else {}
-    if variant in ("framewise", "meanpool"):
+    if variant in IMAGE_VARIANTS:
         out = replace(base, qformer=image)
     elif variant == "cascaded":
         out = replace(base, frame_qformer=replace(image, text_branch=False),
                       video_qformer=_reader(image, base.video_qformer), audio=source.config.use_audio, **frames)
     elif variant == "spatiotemporal":
         out = replace(base, qformer=image, group_sizes=expert_groups(image.num_queries), **frames)
-    elif variant == "pooled":
-        out = replace(base, vision_width=image.encoder_width, head=_reader(image, base.head))
     else:
-        raise ValueError(f"variant={variant!r}: expected one of framewise, meanpool, cascaded, spatiotemporal, pooled")
+        out = replace(base, vision_width=image.encoder_width, head=_reader(image, base.head))
     return asdict(out)
 
 
