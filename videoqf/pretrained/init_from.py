@@ -65,10 +65,8 @@ class InitReport:
 
 
 def _part(name: str) -> str:
-    """``backend.head.layers.0.ffn...`` -> ``backend.head``: the part a tensor belongs to, for the summary."""
-    keep = 3 if name.startswith(("backend.head.", "backend.frame_qformer.")) and ".ffn.experts." in name else 2
-    head = ".".join(name.split(".")[:keep])
-    return re.sub(r"\.layers\.\d+$", "", head)
+    """``backend.head.layers.0.ffn...`` -> ``backend.head``; ``vision_norm.mean`` -> ``vision_norm``: for the summary."""
+    return ".".join(name.split(".")[:2 if name.startswith(("backend.", "bridge.", "retrieval_heads.")) else 1])
 
 
 def _spatiotemporal_rename(name: str, experts: list[str], text_expert: str) -> str:
