@@ -12,6 +12,7 @@ transformers Blip2 / InstructBlip folder loads, or as the ``blip2`` recipe train
                           expert (SP / T / SM) a copy of the checkpoint's query FFN; attentive pooling's last
                           Linear and the temporal position table zero, so on a static video the head reads T
                           copies of one frame's tokens, weighted alike, and its queries are the image model's
+                          (with ``tokens_per_frame`` 0: patches pooled over space are not the tokens it was trained on)
     pooled                ln_vision only (Video-ChatGPT keeps no Q-Former; its pooled tokens, head and Linear are new)
 
 The frozen encoders' standardisers (``model.standardize_features``) are the checkpoint's wherever it has one of
