@@ -70,27 +70,22 @@ def _part(name: str) -> str:
     return ".".join(name.split(".")[:2 if name.startswith(("backend.", "bridge.", "retrieval_heads.")) else 1])
 
 
-def _spatiotemporal_rename(name: str, experts: list[str], text_expert: str) -> str:
-    """Every query expert reads the image Q-Former's query FFN; the text keeps its own only when it has one."""
+def _spatiotemporal_rename(name: str, query_experts: list[str]) -> str:
+    """Every query expert reads the image Q-Former's query FFN (the text's own FFN, where routed apart, is kept)."""
     match = re.search(r"\.ffn\.experts\.([^.]+)\.", name)
-    if match is None or match.group(1) not in experts:
+    if match is None or match.group(1) not in query_experts:
         return name
-    source = "text" if match.group(1) == text_expert and text_expert not in experts else "query"
-    return name.replace(f".ffn.experts.{match.group(1)}.", f".ffn.experts.{source}.")
+    return name.replace(f".ffn.experts.{match.group(1)}.", ".ffn.experts.query.")
 
 
-def _plan(target, source) -> dict[str, str]:
-    """Target prefix -> source prefix of the modules copied whole (renames inside them by ``_rename``)."""
-    variant = target.config.variant
+def _plan(variant: str) -> dict[str, str]:
+    """Target prefix -> source prefix of the parts copied whole (inside the spatiotemporal head, experts renamed)."""
     plan = {"backend.ln_vision.": "backend.ln_vision.", "vision_norm.": "vision_norm.", "audio_norm.": "audio_norm."}
-    if variant in IMAGE_VARIANTS:
+    if variant in (*IMAGE_VARIANTS, "spatiotemporal"):
         plan.update({"backend.head.": "backend.head.", "retrieval_heads.": "retrieval_heads.",
                      "bridge.projector.": "bridge.projector.", "llm_head.": "backend.head."})
     elif variant == "cascaded":
         plan["backend.frame_qformer."] = "backend.head."
-    elif variant == "spatiotemporal":
-        plan.update({"backend.head.": "backend.head.", "retrieval_heads.": "retrieval_heads.",
-                     "bridge.projector.": "bridge.projector.", "llm_head.": "backend.head."})
     elif variant != "pooled":
         raise InitError(f"model.init_from: no initialisation from an image model is defined for {variant!r}")
     return plan
@@ -99,8 +94,7 @@ def _plan(target, source) -> dict[str, str]:
 def _source_name(target, name: str, prefix: str, source_prefix: str) -> str:
     inner = name[len(prefix):]
     if target.config.variant == "spatiotemporal" and prefix in ("backend.head.", "llm_head."):
-        head = target.backend.head.config
-        inner = _spatiotemporal_rename(inner, [e for e, _ in head.query_routes], head.text_expert)
+        inner = _spatiotemporal_rename(inner, [e for e, _ in target.backend.head.config.query_routes])
     return source_prefix + inner
 
 
@@ -117,7 +111,7 @@ def init_from_image(target, source, *, source_path: str = "") -> InitReport:
     report of what was copied and what is new. A tensor the plan names that is missing or shaped otherwise in
     the source is an error naming both."""
     check_image_model(source)
-    plan = _plan(target, source)
+    plan = _plan(target.config.variant)
     wanted = learned_state_dict(target)
     have = dict(source.state_dict(keep_vars=True))
     report = InitReport(source=str(source_path), variant=target.config.variant)
