@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     rows = []
     for name, recipe, overrides in arms(runs, image, video):
         metrics = run_arm(runs / name, recipe, [*overrides, *args.overrides], runs / f"{name}.log")
-        steps = sum(int(o.split("=")[1]) for o in overrides if o.startswith("stages."))
+        steps = sum(int(o.split("=")[1]) for o in overrides if ".steps=" in o)
         rows.append((name, steps, metrics))
         print(name, {k: metrics.get(k) for k, _ in COLUMNS}, flush=True)
     head = "| arm | steps of this run | " + " | ".join(t for _, t in COLUMNS) + " |"
