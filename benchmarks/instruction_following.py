@@ -22,6 +22,11 @@ from videoqf.eval.instructions import instruction_accuracy  # noqa: E402
 from videoqf.recipes.checkpoint_model import load_model  # noqa: E402
 from videoqf.recipes.run import datasets, make_collate  # noqa: E402
 
+NOTE = ("The instructblip recipe's instruct stage ({steps} steps; Q-Former and projection train, the instruction in "
+        "the Q-Former's text branch and the LLM prompt), started from the blip2 run {blip2}. Exact match of the LLM's "
+        "greedy answer. Chance: the most common answer's share (sound, colour, caption); for order, one of the clip's "
+        "own events at random. The framewise model has no audio path, so its sound answers can only be guessed.")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,11 +49,7 @@ def main(argv=None) -> int:
     for task, s in scores.items():
         lines.append(f"| {task} | {TASKS[task][0]} | {s['clips']} | {s['accuracy']:.3f} | {s['chance']:.3f} |")
         print(task, s, flush=True)
-    body = (f"The instructblip recipe's instruct stage ({args.steps} steps; Q-Former and projection train, the "
-            f"instruction in the Q-Former's text branch and the LLM prompt), started from the blip2 run {args.blip2}. "
-            "Exact match of the LLM's greedy answer. Chance: the most common answer's share (sound, colour, caption); "
-            "for order, one of the clip's own events at random. The framewise model has no audio path, so its sound "
-            "answers can only be guessed.\n\n" + "\n".join(lines))
+    body = NOTE.format(steps=args.steps, blip2=args.blip2) + "\n\n" + "\n".join(lines)
     write_result("instruction_following", "Instruction following: the instructblip recipe on held-out clips", body)
     return 0
 
