@@ -60,7 +60,7 @@ def test_refuses_unknown_folders_and_backends(sharded, tmp_path):
     (other / "config.json").write_text(json.dumps({"model_type": "llava"}))
     with pytest.raises(FileNotFoundError):
         load_pretrained(other)
-    with pytest.raises(ValueError, match="framewise"):
-        load_pretrained(sharded, variant="cascaded")
+    with pytest.raises(ValueError, match="variant='cascade'"):
+        load_pretrained(sharded, variant="cascade")
     with pytest.raises(ValueError, match="dtype"):
         load_pretrained(sharded, dtype="int8")

@@ -8,10 +8,14 @@ configs/variants/VARIANT.yaml (--variant) or a recipe of the Q-Former family, co
 (--recipe: blip2, instructblip, minigpt4, video-llama, video-qformer, video-chatgpt, domain), each layered
 on configs/synthetic.yaml; a recipe's features are cached apart (its frames or encoder may differ).
 A config's `stages:` lists the training stages in order (objective, steps, lr, the parameter groups that train).
+model.init_from=DIR starts the model from an image checkpoint (the blip2 recipe's run, a saved image model): what
+is copied and what is new is printed and kept in the run folder's init_from.json.
 
 Examples:
   python tools/train_video.py --variant cascaded
-  python tools/train_video.py --recipe video-llama
+  python tools/train_video.py --recipe blip2 --run-dir runs/blip2
+  python tools/train_video.py --recipe video-llama model.init_from=runs/blip2
+  python tools/train_video.py --recipe instructblip model.init_from=runs/blip2 --stage instruct
   python tools/train_video.py --variant spatiotemporal stages.stage1.steps=100 train.micro_batch_size=16
   python tools/train_video.py --config configs/my_run.yaml --stage stage2 --resume runs/cascaded-20261123-1200
   torchrun --nproc_per_node 2 tools/train_video.py --variant cascaded

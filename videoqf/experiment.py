@@ -19,6 +19,7 @@ from torch import nn
 from videoqf.backends import BACKENDS, backend_config, build_backend
 from videoqf.config import ConfigError, load_config
 from videoqf.data.config import DataConfig
+from videoqf.data.synthetic.instructions import check_tasks
 from videoqf.llm.config import MAX_NEW_TOKENS
 from videoqf.models.config import ModelConfig
 from videoqf.models.groups import GroupError, check_group_names, named_groups
@@ -53,6 +54,8 @@ class StageConfig:
     train: parameter groups this stage trains (``VideoLanguageModel.parameter_groups``: by role, e.g.
         ``backend``, ``retrieval_heads``, ``projector``, ``llm_head.top``, ``audio_branch``).
     freeze: groups kept frozen although a ``train`` group holds them (e.g. ``frame_qformer`` inside ``backend``).
+    tasks: instruction tasks of a caption stage (``videoqf.data.synthetic.instructions``): each item is one
+        task's question (the LLM's prompt, and the Q-Former's when instruction-aware) and its answer (the target).
     """
 
     objective: str = "stage1"
@@ -62,8 +65,12 @@ class StageConfig:
     warmup_steps: int | None = None
     train: list[str] = field(default_factory=list)
     freeze: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        check_tasks(self.tasks)
+        if self.tasks and self.objective != "caption":
+            raise ValueError(f"tasks {list(self.tasks)}: instruction tasks are for a caption stage, not {self.objective!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective {self.objective!r}: expected one of {sorted(OBJECTIVES)}")
         if not self.train:

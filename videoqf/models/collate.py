@@ -10,6 +10,8 @@ its ``prompt`` (batch["prompt"]: list[str]), drawn by ``(seed, item index)`` so 
 template in any worker, epoch or resumed run. The stage-2 LLM reads it as its prompt and, when the model
 is instruction-aware, the head's text branch reads it too (``VideoLanguageModel.encode_for_llm``).
 Without templates there is no ``prompt`` and the LLM's default prompt (``model.llm.prompt``) is used.
+Instruction tasks (``tasks``, a stage's ``StageConfig.tasks``) go further: each item's prompt is a question and its
+caption is replaced by the answer (``videoqf.data.synthetic.instructions.instruct``).
 """
 from __future__ import annotations
 
@@ -18,23 +20,29 @@ import random
 import torch
 
 from videoqf.data.collate import collate_clips
+from videoqf.data.synthetic.instructions import instruct
 
 
 class CaptionCollate:
     """Collate clips (``videoqf.data.collate.collate_clips``) and add ``text_ids`` / ``text_mask`` [B, L]
     (and ``prompt``, one of ``instructions`` per item, when there are any)."""
 
-    def __init__(self, tokenizer, max_len: int, base=collate_clips, *, instructions: list[str] = (), seed: int = 0):
+    def __init__(self, tokenizer, max_len: int, base=collate_clips, *, instructions: list[str] = (), seed: int = 0,
+                 tasks: list[str] = ()):
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.base = base
         self.instructions = list(instructions)
         self.seed = seed
+        self.tasks = list(tasks)
 
     def __call__(self, items: list[dict]) -> dict:
         batch = self.base(items)
+        if self.tasks:
+            pairs = [instruct(c, int(i), self.tasks, self.seed) for c, i in zip(batch["caption"], batch["index"])]
+            batch["prompt"], batch["caption"] = [q for q, _ in pairs], [a for _, a in pairs]
         batch["text_ids"], batch["text_mask"] = tokenize(self.tokenizer, batch["caption"], self.max_len)
-        if self.instructions:
+        if self.instructions and not self.tasks:
             batch["prompt"] = [self.instruction(int(i)) for i in batch["index"]]
         return batch
 

@@ -23,6 +23,10 @@ class ModelConfig:
     standardize_features: shift and scale each (token, channel) of the frozen encoders' outputs by its
     mean and std over ``standardize_clips`` training clips (``videoqf.modules.standardize``), fitted once
     before training and saved with the learned weights.
+
+    init_from: an image checkpoint (a released transformers folder's or this project's image model: a run, a
+    checkpoint or a saved folder) that a training run starts from before its first stage, by the variant's
+    plan (``videoqf.pretrained.init_from``); empty: every learned weight starts fresh.
     """
 
     variant: str = "cascaded"
@@ -38,3 +42,4 @@ class ModelConfig:
     frozen_init_seed: int = 0
     standardize_features: bool = False
     standardize_clips: int = 512
+    init_from: str = ""

@@ -5,7 +5,8 @@ The recipe loop (``run_experiment``) does, for each selected stage of ``cfg.stag
 (``videoqf.models.groups.lock``) and train it with ``videoqf.train.Trainer``.
 
 A run directory holds ``experiment.yaml`` and one folder per stage (``stage1/``, ``stage2/``, ...: each with
-``checkpoints/``, ``metrics.jsonl`` and ``tensorboard/``), and ``results.json``. Every checkpoint is
+``checkpoints/``, ``metrics.jsonl`` and ``tensorboard/``), and ``results.json``; a run started from an image
+checkpoint (``model.init_from``) also holds ``init_from.json``, what it copied and what is new. Every checkpoint is
 self-contained: the experiment config (``experiment.yaml``), the tokenizer, the frozen LLM and the learned
 weights (``learned/model.safetensors``) lie beside DeepSpeed's files, which is what ``tools/caption.py`` and
 ``tools/evaluate.py`` read.
@@ -77,9 +78,10 @@ def datasets(cfg: ExperimentConfig, model):
     return train, held_out
 
 
-def make_collate(cfg: ExperimentConfig, tokenizer) -> CaptionCollate:
+def make_collate(cfg: ExperimentConfig, tokenizer, tasks: list[str] = ()) -> CaptionCollate:
+    """Batches of the run's data; ``tasks``: a stage's instruction tasks (questions and answers for captions)."""
     return CaptionCollate(tokenizer, cfg.model.max_text_len, base=collate_cached if cfg.data.features else collate_clips,
-                          instructions=cfg.data.instructions, seed=cfg.data.seed)
+                          instructions=cfg.data.instructions, seed=cfg.data.seed, tasks=tasks)
 
 
 def evaluation(cfg: ExperimentConfig, held_out, collate, *, captions: bool):
@@ -153,6 +155,16 @@ def start_from_previous(model, run_dir: Path, previous: str, *, resume: bool) ->
     load_learned(model, found / "learned")
 
 
+def start_from_image(model, path: str, run_dir: Path) -> None:
+    """``model.init_from``: the image checkpoint's weights by the variant's plan, said and kept in the run folder."""
+    from videoqf.pretrained.video import init_run_model
+
+    report = init_run_model(model, path)
+    print(report.summary(), flush=True)
+    if is_main_process():
+        report.write(run_dir)
+
+
 def stage_train_config(train: TrainConfig, stage: StageConfig) -> TrainConfig:
     """The trainer's settings for ``stage``: its own budget where it gives one, else ``train``'s."""
     def own(value, default):
@@ -183,7 +195,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     collate = make_collate(cfg, tokenizer)
     fit_feature_statistics(model, train, collate, cfg.model.standardize_clips)
     names, selected = list(cfg.stages), cfg.selected_stages
-    if names.index(selected[0]) > 0:
+    if cfg.model.init_from and not resume:
+        start_from_image(model, cfg.model.init_from, run_dir)
+    elif names.index(selected[0]) > 0:
         start_from_previous(model, run_dir, names[names.index(selected[0]) - 1], resume=resume)
     first_caption = next((n for n in names if cfg.stages[n].objective == "caption"), None)
     skipped: dict[str, dict[str, int]] = {}  # distinct clips skipped, by reason, per stage and in evaluation
@@ -205,7 +219,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
             eval_fn = lambda m, step, evaluate=evaluate: evaluate(m.model, step)[0]  # noqa: E731
         print(f"{name}: {tcfg.max_steps} steps of {stage.objective} on {cfg.model.variant} into {stage_dir}",
               flush=True)
-        trainer = Trainer(ModelWithLoss(model, build_objective(stage.objective, model)), train, collate, tcfg,
+        stage_collate = make_collate(cfg, tokenizer, stage.tasks) if stage.tasks else collate
+        trainer = Trainer(ModelWithLoss(model, build_objective(stage.objective, model)), train, stage_collate, tcfg,
                           output_dir=stage_dir, eval_fn=eval_fn, extra_files=checkpoint_files(cfg, model))
         print(f"{name}: {trainer.num_trainable:,} trainable parameters (groups {stage.train}"
               + (f" less {stage.freeze}" if stage.freeze else "") + ")", flush=True)

@@ -66,7 +66,8 @@ def _with_kit(variant: Variant) -> Variant:
 
 
 _RECIPES_ON_VIDEO = (  # the recipes that make sense on video, each with and without the stability kit
-    Variant("video-llama", "recipes/video-llama.yaml"),
+    # from scratch, so its frame Q-Former trains (the recipe keeps it frozen as BLIP-2's: benchmarks/init_chain.py)
+    Variant("video-llama", "recipes/video-llama.yaml", ("stages.stage1.freeze=[]",)),
     Variant("video-qformer", "recipes/video-qformer.yaml"),
     Variant("framewise", "variants/framewise.yaml"),  # InstructBLIP-Video: BLIP-2 per frame, tokens concatenated
     Variant("pooled", "variants/pooled.yaml"),  # Video-ChatGPT
