@@ -67,7 +67,9 @@ def test_a_time_embedding_needs_timed_groups_next_to_each_other():
         QFormerConfig(timed_groups=["spatial", "semantic"], **GROUPS, **SIZES)
     assert QFormerConfig(timed_groups=["semantic", "temporal"], **GROUPS, **SIZES).timed_queries == slice(2, 6)
     with pytest.raises(ValueError, match="timed_experts"):
-        backend_config("spatiotemporal", {"timed_experts": ["spatial", "temporal"]}, preset="tiny")
+        backend_config("spatiotemporal", {"timed_experts": ["time"]}, preset="tiny")
+    every = backend_config("spatiotemporal", {"timed_experts": ["spatial", "temporal", "semantic"]}, preset="tiny")
+    assert every.head_config.timed_groups == []  # every query reads time: it is added to the tokens once
 
 
 @pytest.mark.parametrize("timed", [["temporal"], ["temporal", "semantic"]])

@@ -7,20 +7,19 @@ tokens for the queries that read time; stretched past ``max_frames``) --> ONE Q-
 text branch) cross-attending to all frames' tokens [B, T*N', Dv] (masked frames masked) --> its queries are
 the tokens.
 
-Experts with a role each (our design; a video Q-Former's spatial / temporal / semantic experts, routed by
-what a query reads rather than by its index alone). The queries are split, in order, into ``group_sizes`` =
-[spatial, temporal, semantic]; each group has its FFN expert (SP-FFN, T-FFN, SM-FFN):
-- spatial queries cross-attend to the frame tokens WITHOUT the temporal position embedding: what they read of
-  the frames is the same for any frame order (appearance: shapes, colours), and SP-FFN transforms that;
-- the ``timed_experts`` groups (default: temporal and semantic) cross-attend to the same tokens WITH each
-  frame's position embedding added (``QFormerConfig.timed_groups``): T-FFN transforms what they read of time
-  (order, direction);
-- semantic queries and the text (VTC / VTM / VTG, instructions) share SM-FFN, the query-text path where video
-  and language meet (as BLIP-2's text FFN); the captions say in which order things happen, so by default the
-  semantic queries read time too.
-Self-attention over [queries; text] is shared, so a spatial query can still learn order from the others in a
-later layer; how much each group carries is what ``benchmarks/expert_probe.py`` measures. The cost is one more
-cross-attention call per layer (the timed rows apart) and per-frame key/value shifts.
+FFN experts (in the spirit of BLIP-2's separate query / text FFNs; see modules/ffn.py): the queries are split,
+in order, into ``group_sizes`` = [spatial, temporal, semantic], each group with its FFN expert (SP-FFN, T-FFN,
+SM-FFN); the text (VTC / VTM / VTG, instructions) shares SM-FFN with the semantic queries, the query-text path
+where video and language meet (as BLIP-2's text FFN). Self-attention and cross-attention are shared.
+
+Roles by what a query reads (``timed_experts``, our design): the groups named there cross-attend to the frame
+tokens WITH each frame's position embedding added (``QFormerConfig.timed_groups``), the others to the same
+tokens WITHOUT it, so what they read of the frames is the same for any frame order. ``timed_experts:
+[temporal, semantic]`` makes the spatial queries read appearance alone and T-FFN / SM-FFN what the frames say of
+time; self-attention stays shared, so a spatial query may still learn order from the others in a later layer
+(``benchmarks/expert_probe.py`` measures what each group carries). The default, all three, adds the embedding
+to every token: the roles cost caption order accuracy on the embedded world (docs/decisions.md, 2026-12-05).
+A split costs one more cross-attention call per layer (the timed rows apart) and per-frame key/value shifts.
 ``experts: false`` gives BLIP-2's routing (one FFN for all queries, one for text) and the position embedding
 added to every token (every query reads time) for comparison.
 An expert Q-Former keeps BLIP-2's layout, so BLIP-2 / BERT weights load into it (see
@@ -54,7 +53,7 @@ class SpatioTemporalConfig:
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     experts: bool = True
     group_sizes: list[int] = field(default_factory=lambda: [12, 12, 8])
-    timed_experts: list[str] = field(default_factory=lambda: ["temporal", "semantic"])
+    timed_experts: list[str] = field(default_factory=lambda: list(EXPERTS))
     attentive_pooling: bool = True
     segment_frames: int = 1
     pooling_hidden: int = 256
@@ -73,16 +72,16 @@ class SpatioTemporalConfig:
                 f"spatiotemporal.group_sizes {list(self.group_sizes)} must be 3 sizes (spatial, temporal, "
                 f"semantic) summing to qformer.num_queries={self.qformer.num_queries}"
             )
-        if self.experts and not set(self.timed_experts) <= set(EXPERTS) - {"spatial"}:
-            raise ValueError(f"spatiotemporal.timed_experts {list(self.timed_experts)}: a subset of temporal and "
-                             "semantic (the spatial queries read the frames without time)")
+        if self.experts and not (self.timed_experts and set(self.timed_experts) <= set(EXPERTS)):
+            raise ValueError(f"spatiotemporal.timed_experts {list(self.timed_experts)}: one or more of {EXPERTS}")
 
     @property
     def head_config(self) -> QFormerConfig:
         if not self.experts:
             return self.qformer
+        timed = [] if set(self.timed_experts) == set(EXPERTS) else list(self.timed_experts)  # all: time on the tokens
         return replace(self.qformer, query_experts=list(EXPERTS), query_group_sizes=list(self.group_sizes),
-                       text_expert="semantic", timed_groups=list(self.timed_experts))
+                       text_expert="semantic", timed_groups=timed)
 
     @classmethod
     def preset(cls, p: SizePreset) -> "SpatioTemporalConfig":
