@@ -37,6 +37,7 @@ from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import write_result  # noqa: E402
+from benchmarks.qformer_vs_hf import count_flops  # noqa: E402
 from videoqf.data.batch import CACHED_FRAMES  # noqa: E402
 from videoqf.measure import interleaved_medians  # noqa: E402
 from videoqf.models.config import ModelConfig  # noqa: E402
@@ -179,6 +180,7 @@ def main(argv=None) -> str:
     ap.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32 / bf16 (autocast)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models first")
+    ap.add_argument("--note", default="", help="a line on the machine's state (e.g. other jobs running)")
     ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
     args = ap.parse_args(argv)
     size = QUICK if args.quick else BLIP2
@@ -214,6 +216,7 @@ def main(argv=None) -> str:
                                     sync=sync)
         rows.append(f"| {precision}{' autocast' if dtype else ''} | {times['lavis'] * 1e3:.0f} | "
                     f"{times['ours'] * 1e3:.0f} | {times['lavis'] / times['ours']:.2f}x |")
+    flops = {name: count_flops(lambda fn=fn: fn().backward()) for name, fn in (("lavis", run_lavis), ("ours", run_ours))}
     params = {name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in
               (("lavis", lavis), ("ours", ours))}
     label = ("tiny (quick)" if args.quick else
@@ -223,7 +226,8 @@ def main(argv=None) -> str:
         f"{args.text_len} real tokens), on {device.type}{', torch.compile' if args.compile else ''}; trained "
         f"parameters: reference {params['lavis'] / 1e6:.1f} M, ours {params['ours'] / 1e6:.1f} M.\n\n"
         "One step: ITC/VTC + ITM/VTM (hard negatives, 3B pairs) + ITG/VTG, forward and backward, median of "
-        f"{args.repeats} interleaved repeats.\n\n"
+        f"{args.repeats} interleaved repeats. FLOPs per step (fp32 count): reference {flops['lavis'] / 1e9:.0f} G, "
+        f"ours {flops['ours'] / 1e9:.0f} G ({flops['lavis'] / flops['ours']:.2f}x fewer).{(' ' + args.note) if args.note else ''}\n\n"
         "| precision | LAVIS-style reference on transformers modules (ms) | videoqf Stage1Loss (ms) | "
         "ratio (reference / ours) |\n|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
     print(table)
