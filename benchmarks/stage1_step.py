@@ -14,7 +14,8 @@ LayerNorm that LAVIS trains over the frozen ViT's output (ours has it too):
 - ITG: the caption with [DEC] first, through the text rows of every layer with a causal mask whose keys are
   ``[the query pass's keys/values; text]`` (LAVIS passes ``past_key_values``; transformers 5 has none, so the
   query keys/values are read off the query pass by forward hooks on each self-attention's key / value
-  projections and the layer's own modules run the text rows: the same tensors, with their gradients).
+  projections and the layer's own modules run the text rows: the same tensors, with their gradients;
+  tests/test_stage1_reference.py checks it against the joint pass under LAVIS's decoder mask).
 
 Both sides train all of these weights; the frozen image tokens need no gradient. Timing: forward + backward
 of the summed loss, interleaved repeats, medians (``videoqf.measure``).
