@@ -147,7 +147,7 @@ def main(argv=None) -> str:
     )
     print(table)
     if not args.no_write and not args.quick:
-        suffix = "" if device.type == "cpu" else f"-{device.type}-{args.dtype}"
+        suffix = "" if device.type == "cpu" and args.dtype == "float32" else f"-{device.type}-{args.dtype}"
         print("wrote", write_result(f"qformer_vs_hf{suffix}", "Q-Former: videoqf vs transformers", table))
     return table
 
