@@ -38,7 +38,7 @@ def write_result(name: str, title: str, body: str) -> Path:
     return out
 
 
-ORDER = ["qformer_vs_hf", "decode", "cache", "params", "encoder_probe", "default_run", "sweep", "load_memory"]
+ORDER = ["qformer_vs_hf", "stage1_step", "decode", "cache", "params", "encoder_probe", "default_run", "sweep", "load_memory"]
 
 
 def assemble() -> Path:

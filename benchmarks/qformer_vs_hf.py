@@ -63,6 +63,7 @@ def main(argv=None) -> str:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--note", default="", help="a line on the machine's state (e.g. other jobs running)")
     ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
     args = ap.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -122,9 +123,12 @@ def main(argv=None) -> str:
     label = "tiny (quick)" if args.quick else "BLIP-2 size (12 layers, 768 wide, 32 queries, 257x1408 tokens)"
     table = (
         f"{label}, batch {args.batch}, {args.dtype} on {device.type}; max |ours - hf| = {diff:.2e}\n\n"
-        "Forward is inference (no_grad), forward+backward a training step. Ours folds the cross-attention "
-        "key/value projections into the queries (fewer FLOPs when heads x queries < width; "
-        "videoqf.modules.attention.attend_folded); transformers projects the encoder tokens.\n\n"
+        "Forward is inference (no_grad), forward+backward a training step. "
+        + ("Ours folds the cross-attention key/value projections into the queries (videoqf.modules.attention."
+           "attend_folded); " if ours.folds_cheaper else "Both project the encoder tokens to keys and values "
+           "(ours in one matrix product for every cross-attention layer; folding them into the queries would not "
+           "save 4x the FLOPs here, QFormer.folds_cheaper); ")
+        + f"transformers projects the encoder tokens per layer.{(' ' + args.note) if args.note else ''}\n\n"
         "| measure | transformers Blip2QFormerModel (sdpa) | videoqf QFormer | ratio (hf / ours) |\n"
         "|---|---|---|---|\n"
         f"| forward (ms, median of {args.repeats}) | {times['hf_fwd'] * 1e3:.1f} | {times['ours_fwd'] * 1e3:.1f} | "
@@ -143,7 +147,7 @@ def main(argv=None) -> str:
     )
     print(table)
     if not args.no_write and not args.quick:
-        suffix = "" if device.type == "cpu" else f"-{device.type}-{args.dtype}"
+        suffix = "" if device.type == "cpu" and args.dtype == "float32" else f"-{device.type}-{args.dtype}"
         print("wrote", write_result(f"qformer_vs_hf{suffix}", "Q-Former: videoqf vs transformers", table))
     return table
 

@@ -163,3 +163,15 @@ def test_bad_frames_are_named():
         backend(frames(2, 3), torch.tensor([[True, False, False], [False, False, False]]))
     with pytest.raises(ValueError, match="wide"):
         backend(torch.randn(1, 2, 3, 7), None)
+
+
+@pytest.mark.parametrize("name", ["framewise", "meanpool"])
+def test_one_frame_query_cache_generates_as_the_full_pass(name):
+    backend = tiny(name).eval()
+    ids, text_mask = text(2)
+    with torch.no_grad():
+        vt = backend(frames(2, 1), None)
+        cached = backend.head(text_ids=ids, text_mask=text_mask, mode="causal", past_key_values=vt.query_cache)
+        full = backend.head(context=vt.context, text_ids=ids, text_mask=text_mask, mode="causal")
+    assert torch.allclose(cached.text_output, full.text_output, atol=1e-5)
+    assert backend(frames(2, 2), None).query_cache is None

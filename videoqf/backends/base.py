@@ -36,7 +36,8 @@ class VideoTokens:
     head_queries: how many leading tokens are the head's query outputs.
     query_cache: the head's self-attention cache of the query pass (to continue with causal text, VTG);
         None when an instruction was given (queries that saw text cannot seed a causal pass) or when the
-        backend's tokens are not one head pass over ``context`` (framewise, meanpool: re-run the head).
+        backend's tokens are not one head pass over ``context`` (framewise, meanpool on more than one frame:
+        re-run the head).
     frame_weights: [B, T] attentive-pooling weights (spatiotemporal), for inspection; else None.
     contrastive_tokens: [B, Q, H] the head's query outputs as VTC, the query-diversity regulariser and
         the query-collapse metric read them; left None it is ``tokens[:, :head_queries]``. A backend

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from einops import rearrange, repeat
 
-from videoqf.backends.base import VideoBackend, check_frames
+from videoqf.backends.base import VideoBackend, check_frames, run_head
 from videoqf.backends.presets import SizePreset
-from videoqf.qformer import CrossContext, QFormer, QFormerConfig
+from videoqf.qformer import CrossContext, QFormer, QFormerCache, QFormerConfig
 
 
 def clip_and_frame_contexts(
@@ -89,8 +89,14 @@ class FrameHeadBackend(VideoBackend):
 
     def frame_pass(
         self, frame_features: torch.Tensor, frame_mask: torch.Tensor | None, text_ids, text_mask
-    ) -> tuple[CrossContext, torch.Tensor, torch.Tensor]:
-        """-> (clip context [B, T*N], per-frame queries [B, T, Q, H] (zeros at masked slots), frame_mask)."""
+    ) -> tuple[CrossContext, torch.Tensor, torch.Tensor, QFormerCache | None]:
+        """-> (clip context [B, T*N], per-frame queries [B, T, Q, H] (zeros at masked slots), frame_mask, the
+        head's query cache when every clip is one frame (else None))."""
         frame_mask = check_frames(frame_features, frame_mask, self.vision_width)
         context, frame_context = clip_and_frame_contexts(self.head, self.ln_vision(frame_features), frame_mask)
-        return context, frame_queries(self.head, frame_context, frame_mask, text_ids, text_mask), frame_mask
+        if frame_mask.shape[1] == 1 and text_ids is None:
+            # one frame (BLIP-2 on images): the frame pass is the head's pass over the clip context, so its
+            # cache lets VTG run the text alone, as LAVIS's ITG does
+            queries, cache = run_head(self.head, frame_context, None, None)
+            return context, queries[:, None], frame_mask, cache
+        return context, frame_queries(self.head, frame_context, frame_mask, text_ids, text_mask), frame_mask, None

@@ -6,8 +6,9 @@ instruction, when given, goes to every frame (InstructBLIP's instruction-aware q
 
 Stage-1 objectives (our choice): VTC uses the per-frame query tokens (all T*Q, masked like the frames);
 VTM and VTG re-run the same head over ``context``, the keys/values of ALL frames' tokens at once
-([B, T*N]), so one text is matched / generated against the whole clip. ``query_cache`` is None: the
-tokens are not that pass's queries, so the objectives run the head on ``context``. Both contexts come
+([B, T*N]), so one text is matched / generated against the whole clip. ``query_cache`` is None (the
+tokens are not that pass's queries, so the objectives run the head on ``context``) unless every clip is one
+frame, when they are. Both contexts come
 from one key/value projection of the features (backends/frames.py).
 """
 from __future__ import annotations
@@ -25,10 +26,10 @@ class FramewiseBackend(FrameHeadBackend):
 
     def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
                 text_mask=None) -> VideoTokens:
-        context, queries, frame_mask = self.frame_pass(frame_features, frame_mask, text_ids, text_mask)
+        context, queries, frame_mask, cache = self.frame_pass(frame_features, frame_mask, text_ids, text_mask)
         tokens = rearrange(queries, "b t q h -> b (t q) h")
         mask = repeat(frame_mask, "b t -> b (t q)", q=queries.shape[2])
-        return VideoTokens(tokens=tokens, mask=mask, context=context, head_queries=tokens.shape[1])
+        return VideoTokens(tokens=tokens, mask=mask, context=context, head_queries=tokens.shape[1], query_cache=cache)
 
 
 @register_backend("framewise", config=FrameQFormerConfig)

@@ -3,7 +3,8 @@
 The simplest temporal model (as in the mean-pooling baselines of video-language papers, e.g.
 CLIP4Clip's parameter-free variant, Luo et al., 2021): Q tokens whatever the clip length, no order.
 Stage-1 objectives as ``framewise``: VTC on the Q averaged tokens; VTM / VTG re-run the head over all
-frames' tokens at once (``context``), ``query_cache`` None.
+frames' tokens at once (``context``), ``query_cache`` None unless every clip is one frame (BLIP-2 on images:
+the frame pass is then the head's pass over ``context`` and VTG continues its cache).
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ class MeanPoolBackend(FrameHeadBackend):
 
     def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
                 text_mask=None) -> VideoTokens:
-        context, queries, frame_mask = self.frame_pass(frame_features, frame_mask, text_ids, text_mask)
+        context, queries, frame_mask, cache = self.frame_pass(frame_features, frame_mask, text_ids, text_mask)
         count = reduce(frame_mask.to(queries.dtype), "b t -> b", "sum")
         tokens = reduce(queries, "b t q h -> b q h", "sum") / count[:, None, None]
         return VideoTokens(tokens=tokens, mask=frame_mask.new_ones(tokens.shape[:2]), context=context,
-                           head_queries=tokens.shape[1])
+                           head_queries=tokens.shape[1], query_cache=cache)
 
 
 @register_backend("meanpool", config=FrameQFormerConfig)

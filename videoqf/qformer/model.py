@@ -10,8 +10,9 @@ Three things differ from LAVIS / transformers, without changing the function com
   product (``encode_context``); the result can be reused by several passes over the same video
   (contrastive, matching, generation), which BLIP-2 recomputes each time;
 - for a single pass (``encode_context(..., reuse=False)``, and a direct call with ``encoder_tokens``) the
-  projections are folded into the queries instead when that costs fewer FLOPs (``num_heads * num_queries
-  < hidden_size``, e.g. BLIP-2's 12 x 32 < 768; see ``modules.attention.attend_folded``), in training too;
+  projections are folded into the queries instead when that is faster (``folds_cheaper``: a quarter of the
+  FLOPs or fewer, e.g. the embedded default's frame Q-Former, 4 heads x 4 queries at width 128, not BLIP-2's
+  12 x 32 at 768; see ``modules.attention.attend_folded``), in training too;
 - self-attention uses one fused QKV projection.
 
 Notation: B batch, Q queries, L text length, N encoder tokens, W encoder width, H hidden.
@@ -213,10 +214,10 @@ class QFormer(nn.Module):
 
     @property
     def folds_cheaper(self) -> bool:
-        """Whether one pass costs fewer FLOPs with the key/value projections folded into the queries:
-        h S rows of W per encoder token instead of projecting it to 2 H, forward and backward (see
-        ``videoqf.modules.attention.attend_folded``)."""
-        return self.config.num_heads * self.config.num_queries < self.config.hidden_size
+        """Whether one pass is faster with the key/value projections folded into the queries: h S rows of W
+        per encoder token instead of projecting it to 2 H (see ``videoqf.modules.attention.attend_folded``).
+        Folding's per-head matmuls are skinny (inner size d), so it must save 4x the FLOPs to win (docs/decisions.md)."""
+        return 4 * self.config.num_heads * self.config.num_queries <= self.config.hidden_size
 
     def encode_context(self, encoder_tokens: torch.Tensor, encoder_mask: torch.Tensor | None = None, *,
                        reuse: bool = True, time: torch.Tensor | None = None) -> CrossContext:

@@ -12,6 +12,7 @@ from videoqf.config import to_yaml
 from videoqf.data.config import DataConfig, build_dataset, cache_spec
 from videoqf.data.extract import ExtractStats, extract_features
 from videoqf.data.feature_cache import FORMAT_VERSION, CacheSpec
+from videoqf.io import file_lock
 
 
 def config_digest(parts) -> str:
@@ -47,3 +48,12 @@ def ensure_features(data: DataConfig, annotation_files: list[str], vision, audio
                                       num_frames=spec.num_frames, batch_size=batch_size, shard_size=shard_size,
                                       progress=progress))
     return spec, stats
+
+
+def experiment_features(cfg, vision, audio) -> CacheSpec:
+    """Fill ``cfg.data.features`` with the training and held-out clips it lacks; one process extracts while
+    the others (ranks, a background extraction) wait on the lock and then find the cache made."""
+    files = [cfg.data.annotations] + ([cfg.eval.annotations] if cfg.eval.annotations else [])
+    with file_lock(cfg.data.features.rstrip("/") + ".lock"):
+        spec, _ = ensure_features(cfg.data, files, vision, audio, out_dir=cfg.data.features)
+    return spec

@@ -29,14 +29,14 @@ from videoqf.data.collate import collate_clips
 from videoqf.data.config import build_dataset
 from videoqf.eval.model_eval import evaluate_model
 from videoqf.experiment import ExperimentConfig, StageConfig
-from videoqf.io import file_lock, write_atomic
+from videoqf.io import write_atomic
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.collate import CaptionCollate
 from videoqf.models.groups import lock
 from videoqf.models.io import load_learned, save_learned
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
-from videoqf.recipes.features import clip_overrides, ensure_features
+from videoqf.recipes.features import clip_overrides, experiment_features
 from videoqf.train.checkpoint import config_changes, resolve_checkpoint
 from videoqf.train.config import TrainConfig
 from videoqf.train.engine import is_main_process
@@ -65,9 +65,7 @@ def datasets(cfg: ExperimentConfig, model):
     overrides = clip_overrides(model.vision)
     spec = None
     if cfg.data.features:
-        files = [cfg.data.annotations] + ([cfg.eval.annotations] if cfg.eval.annotations else [])
-        with file_lock(cfg.data.features.rstrip("/") + ".lock"):  # one process extracts, the others then read
-            spec, _ = ensure_features(cfg.data, files, model.vision, model.audio, out_dir=cfg.data.features)
+        spec = experiment_features(cfg, model.vision, model.audio)
     train = build_dataset(cfg.data, expected_spec=spec, **overrides)
     held_out = None
     if cfg.eval.annotations:

@@ -1,18 +1,21 @@
 """The embedded default: its ingredients, made on the spot and kept in a cache directory, and its config.
 
 ``prepare_synthetic`` writes the synthetic diagnostic world (videos, annotations, pairs, tokenizer);
-``prepare_caption_lm`` pre-trains the tiny causal LM that stage 2 keeps frozen. Both are skipped when
-their output is already complete (a marker file is written last), so a second run starts training at once.
+``prepare_caption_lm`` pre-trains the tiny causal LM that stage 2 keeps frozen, while a second process fills
+the feature cache. Each is skipped when its output is already complete (a marker file is written last, and the
+cache skips what it holds), so a second run starts training at once.
 ``embedded_experiment`` is the one place that assembles the default's config (``tools/train_video.py`` and
 the sweep call it): configs/synthetic.yaml, a variant or recipe file, the made paths, then the user's overrides.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
 from typing import Sequence
+
+import torch
 
 from videoqf.data.synthetic import SyntheticConfig, generate, load_tokenizer
 from videoqf.data.synthetic.generate import WORLD_VERSION
@@ -20,7 +23,8 @@ from videoqf.experiment import ExperimentConfig, load_experiment
 from videoqf.io import file_lock
 from videoqf.llm.config import CaptionLMConfig
 from videoqf.llm.pretrain import pretrain_caption_lm, read_captions
-from videoqf.recipes.features import config_digest, feature_digest
+from videoqf.models.frozen import build_frozen_encoders
+from videoqf.recipes.features import config_digest, experiment_features, feature_digest
 
 DONE = ".complete"
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
@@ -72,11 +76,33 @@ def embedded_experiment(model_file: str | Path, overrides: Sequence[str] = (), *
     world = SyntheticConfig(num=num_clips, seed=0, persistent_objects=persistent_objects)
     data = prepare_synthetic(synthetic_dir(world), world)
     lm_config = CaptionLMConfig()  # pre-trained on the world's captions, so named after it
-    lm = prepare_caption_lm(data, cache_root() / f"caption-lm-{data.name}-{config_digest(lm_config)}", lm_config)
+    lm = cache_root() / f"caption-lm-{data.name}-{config_digest(lm_config)}"
     made = [f"data.annotations={data / 'train.jsonl'}", f"eval.annotations={data / 'test.jsonl'}",
             f"eval.pairs={data / 'pairs.json'}", f"model.tokenizer={data}", "model.llm.arch=causal",
             f"model.llm.path={lm}"]
     cfg = load_experiment(files, [*made, *overrides])
-    if cfg.data.features:
-        return cfg
-    return replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg)}")))
+    if not cfg.data.features:
+        cfg = replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg)}")))
+    extraction = None
+    if not (lm / DONE).exists():
+        # the caption LM and the frozen encoders' features are independent: make them side by side
+        extraction = get_context("spawn").Process(target=_extract_features, args=(cfg,), daemon=True)
+        extraction.start()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1) if extraction else threads)
+    try:
+        prepare_caption_lm(data, lm, lm_config)
+    finally:
+        torch.set_num_threads(threads)
+        if extraction is not None:
+            extraction.join()
+    if extraction is not None and extraction.exitcode:
+        print(f"feature extraction beside the caption LM failed (exit code {extraction.exitcode}); it runs again "
+              "before training", flush=True)
+    return cfg
+
+
+def _extract_features(cfg: ExperimentConfig) -> None:
+    """Fill the experiment's feature cache on one thread (a process beside the caption LM's pre-training)."""
+    torch.set_num_threads(1)
+    experiment_features(cfg, *build_frozen_encoders(cfg.model))
