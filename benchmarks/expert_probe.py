@@ -128,7 +128,7 @@ def main(argv=None) -> str:
         lines.append(f"| {name} | {size} | " + " | ".join(f"{c:.3f}" for c in cells)
                      + f" | {order_sensitivity(t, t_rev):.3f} |")
     timed = ", ".join(backend.timed_experts) if backend.experts else "all"
-    body = (f"Run `{folder}` ({'experts with roles' if backend.experts else 'experts off: BLIP-2 routing'}; queries "
+    body = (f"Run `{folder}` ({'FFN experts' if backend.experts else 'experts off: BLIP-2 routing'}; queries "
             f"reading time: {timed}; "
             f"temporal PE {'on' if backend.temporal_pe else 'off'}): each query group's flattened outputs on cached "
             f"features; ridge probes (ridge {args.ridge} x the mean kernel diagonal) fitted on {len(fit_y['presence'])} "
@@ -138,7 +138,7 @@ def main(argv=None) -> str:
     print(body)
     if not args.no_write:
         name = "expert_probe-" + ("-".join(backend.timed_experts) if backend.experts else "no-experts")
-        print("wrote", write_result(name, f"Expert probe: {folder.name}", body))
+        print("wrote", write_result(name, f"Expert probe: spatiotemporal, time read by {timed}", body))
     return body
 
 
