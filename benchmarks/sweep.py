@@ -2,8 +2,10 @@
 
 Every variant (cascaded, cascaded without audio / without temporal PE, spatiotemporal with and without
 FFN experts, meanpool; the recipes that make sense on video: video-llama, video-qformer, framewise
-(InstructBLIP-Video) and pooled (Video-ChatGPT), each also with the stability kit as NAME+kit; and any
-backend later registered with a configs/variants/NAME.yaml) is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
+(InstructBLIP-Video) and pooled (Video-ChatGPT), each also with the stability kit as NAME+kit; the chain:
+blip2, then video-llama-init and video-qformer-init started from its run of the same seed (a chain's source is
+trained first, and added when only the chain is asked for); and any backend later registered with a
+configs/variants/NAME.yaml) is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
 variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE) for each seed, then
 evaluated on held-out clips. Writes benchmarks/results/sweep.md (table, command, machine, date, and what
 the numbers say about the expected effects against the seed spread) and benchmarks/results/sweep.png
@@ -12,6 +14,7 @@ the numbers say about the expected effects against the seed spread) and benchmar
     python benchmarks/sweep.py --quick                  # 13 variants x seeds 0,1, small budget
     python benchmarks/sweep.py                          # full budget (configs/synthetic.yaml, 300 held-out clips)
     python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1.steps=100
+    python benchmarks/sweep.py --variants video-llama-init,video-qformer-init,video-llama,video-qformer
 
 Expected time on 2 CPU cores (1 torch thread per run), from calibration runs of single cells on a
 loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s per cell, 15-20 min

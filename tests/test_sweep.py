@@ -112,3 +112,22 @@ def test_lower_query_collapse_is_the_better_side():
     assert "against the expectation" in compare(kit_higher, "pooled+kit", "pooled", "query_collapse")
     text = "\n".join(findings(kit_lower))
     assert "stability kit on vs off** (pooled+kit vs pooled)" in text
+
+
+def test_the_chain_trains_its_source_first_and_starts_from_its_run(synthetic_dir, tmp_path):
+    def setup(model_file, overrides):
+        return load_experiment(["configs/synthetic.yaml", model_file], [
+            f"data.annotations={synthetic_dir}/train.jsonl", f"eval.annotations={synthetic_dir}/test.jsonl",
+            f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
+            f"data.features={tmp_path}/features", *overrides])
+
+    chain = select_variants("video-qformer-init")
+    assert [v.name for v in chain] == ["blip2", "video-qformer-init"]
+    with pytest.raises(ValueError, match="list blip2 first"):
+        run_sweep(chain[1:], [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells", repeats=1,
+                  log=lambda _: None)
+    result = run_sweep(chain, [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells", repeats=1,
+                       log=lambda _: None)
+    assert result.ran == [("blip2", 0), ("video-qformer-init", 0)]
+    report = json.loads((tmp_path / "cells" / "video-qformer-init" / "seed0" / "init_from.json").read_text())
+    assert report["source"] == str(tmp_path / "cells" / "blip2" / "seed0") and report["copied"]

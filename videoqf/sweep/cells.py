@@ -49,11 +49,14 @@ NO_AUDIO_CACHE_SUFFIX = "-noaudio"
 @dataclass(frozen=True)
 class Variant:
     """A column of the sweep: ``model_file`` (relative to ``configs/``: a ``variants/<backend>.yaml`` or a
-    ``recipes/<name>.yaml`` of the Q-Former family) over the synthetic default; ``overrides`` change it."""
+    ``recipes/<name>.yaml`` of the Q-Former family) over the synthetic default; ``overrides`` change it;
+    ``init_from`` names the variant of the same sweep whose run of the same seed it starts from
+    (``model.init_from``), which then trains first."""
 
     name: str
     model_file: str
     overrides: tuple[str, ...] = ()
+    init_from: str = ""
 
 
 # The stability kit of stage 1 (videoqf.objectives.stability), both parts on, at the README's weight.
@@ -82,6 +85,10 @@ STANDARD_VARIANTS = (
     Variant("spatiotemporal-noexperts", "variants/spatiotemporal.yaml", ("model.backend.experts=false",)),
     Variant("meanpool", "variants/meanpool.yaml"),
     *(v for recipe in _RECIPES_ON_VIDEO for v in (recipe, _with_kit(recipe))),
+    # the chain: BLIP-2's image run, then the video recipes started from it (docs: benchmarks/init_chain.py)
+    Variant("blip2", "recipes/blip2.yaml"),
+    Variant("video-llama-init", "recipes/video-llama.yaml", init_from="blip2"),
+    Variant("video-qformer-init", "recipes/video-qformer.yaml", init_from="blip2"),
 )
 
 # Stage steps and evaluation size per budget (over configs/synthetic.yaml). "quick" is a smoke budget for tests
@@ -105,7 +112,8 @@ def available_variants(config_dir: Path = CONFIG_DIR) -> dict[str, Variant]:
 
 
 def select_variants(names: str | None, config_dir: Path = CONFIG_DIR) -> list[Variant]:
-    """``"a,b"`` -> those variants (an unknown name is an error); None -> all available."""
+    """``"a,b"`` -> those variants (an unknown name is an error), each chain's source first; None -> all
+    available."""
     known = available_variants(config_dir)
     if not names:
         return list(known.values())
@@ -113,7 +121,8 @@ def select_variants(names: str | None, config_dir: Path = CONFIG_DIR) -> list[Va
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise ValueError(f"unknown sweep variant(s) {unknown}; available: {sorted(known)}")
-    return [known[n] for n in wanted]
+    with_sources = [m for n in wanted for m in ([known[n].init_from] if known[n].init_from else []) + [n]]
+    return [known[n] for n in dict.fromkeys(with_sources)]
 
 
 # The experiment of a model file (a path under configs/) and overrides, e.g.
@@ -285,9 +294,13 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
             for name, (_, recipe) in pending.items():
                 result.costs[name] = {"variant": name, "recipe": recipe, **measured[name]}
                 _write(sweep_dir / name / "cost.json", result.costs[name])
+        trained = [v.name for v in variants]
         for v in variants:
+            if v.init_from and v.init_from not in trained[: trained.index(v.name)]:
+                raise ValueError(f"sweep variant {v.name} starts from {v.init_from}'s runs: list {v.init_from} first")
             for seed in seeds:
-                cfg, recipe = variant_config(v, seed, setup, overrides)
+                chain = [f"model.init_from={sweep_dir / v.init_from / f'seed{seed}'}"] if v.init_from else []
+                cfg, recipe = variant_config(v, seed, setup, [*overrides, *chain])
                 path = sweep_dir / v.name / f"seed{seed}.json"
                 record = _read_checked(path, recipe)
                 if record is None:
