@@ -11,7 +11,7 @@ evaluated on held-out clips. Writes benchmarks/results/sweep.md (table, command,
 the numbers say about the expected effects against the seed spread) and benchmarks/results/sweep.png
 (quality against backend FLOPs per clip). Finished cells are kept in --sweep-dir; a restart skips them.
 
-    python benchmarks/sweep.py --quick                  # 13 variants x seeds 0,1, small budget
+    python benchmarks/sweep.py --quick                  # every variant x seeds 0,1, small budget
     python benchmarks/sweep.py                          # full budget (configs/synthetic.yaml, 300 held-out clips)
     python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1.steps=100
     python benchmarks/sweep.py --variants video-llama-init,video-qformer-init,video-llama,video-qformer
