@@ -191,11 +191,14 @@ def test_no_decay_patterns_match_the_models_parameters(tmp_path):
     from videoqf.train.config import DEFAULT_NO_DECAY, TrainConfig
     from videoqf.train.optim import param_groups
 
-    class Words:  # the model only needs a vocabulary size and special ids from the tokenizer here
+    class Words:  # the model only needs a vocabulary and special ids from the tokenizer here
         vocab_size, pad_token_id, bos_token_id, eos_token_id, sep_token_id, cls_token_id = 96, 0, 5, 3, 4, 2
 
         def __len__(self):
             return 96
+
+        def get_vocab(self):
+            return {f"w{i}": i for i in range(96)}
 
     for variant in ("cascaded", "spatiotemporal"):
         torch.manual_seed(0)
