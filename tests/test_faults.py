@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _env import fresh_env
 from _toy import ToyDataset, ToyModel, ToyRun, trainable_state
 from videoqf.train import checkpoint as ckpt
 from videoqf.train.config import TrainConfig
@@ -31,12 +32,6 @@ def make_config(tmp_path, name, **kw):
 def make_trainer(run, **kw):
     torch.manual_seed(0)
     return Trainer(ToyModel(), ToyDataset(20), None, run.config, output_dir=run.output_dir, **kw)
-
-
-def fresh_env() -> dict:
-    """This environment less the one-process rendezvous an earlier in-process run left in it."""
-    rendezvous = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    return {k: v for k, v in os.environ.items() if k not in rendezvous}
 
 
 class Payload:

@@ -1,3 +1,5 @@
+from _env import fresh_env
+
 import videoqf
 
 
@@ -8,7 +10,6 @@ def test_version_is_set():
 def test_non_editable_install_can_train(tmp_path):
     """``pip install .`` (not editable) ships configs/ as package data: the installed package finds its DeepSpeed
     templates and trains, run from outside the checkout."""
-    import os
     import shutil
     import subprocess
     import sys
@@ -44,9 +45,7 @@ trainer = Trainer(Model(), data, None, TrainConfig(max_steps=2, micro_batch_size
 trainer.fit()
 print(engine.__file__, engine.TEMPLATE_DIR, trainer.step)
 """
-    rendezvous = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    env = {k: v for k, v in os.environ.items() if k not in rendezvous}
-    env["PYTHONPATH"] = str(site)
+    env = {**fresh_env(), "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

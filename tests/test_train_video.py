@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from _env import fresh_env
 from _tiny import tiny_config
 from videoqf.config import to_yaml
 from videoqf.recipes.run import run_experiment
@@ -152,13 +153,9 @@ def test_main_command_without_held_out_clips_says_so(synthetic_dir, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(to_yaml(tiny_config(synthetic_dir)))
     tool = Path(__file__).resolve().parent.parent / "tools" / "train_video.py"
-    # as a fresh shell launches it: without the one-process rendezvous (RANK, MASTER_PORT, ...) that the
-    # in-process runs of this session wrote into os.environ, whose port their process group still holds
-    rendezvous = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    env = {k: v for k, v in os.environ.items() if k not in rendezvous}
     out = subprocess.run([sys.executable, str(tool), "--config", str(config), "--stage", "stage1", "--run-dir",
                           str(tmp_path / "run"), "stages.stage1.steps=1", "eval.annotations=''"],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=fresh_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "not evaluated (eval.annotations is empty)" in out.stdout
     assert (tmp_path / "run" / "stage1" / "checkpoints" / "latest").is_file()

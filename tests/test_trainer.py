@@ -12,6 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from _env import fresh_env
 from _toy import ToyDataset, ToyModel, ToyRun, trainable_state
 from videoqf.config import ConfigError, load_config
 from videoqf.train import checkpoint as ckpt
@@ -306,10 +307,8 @@ def test_a_process_leaves_no_deepspeed_buffer_in_shared_memory():
               "init_distributed(); e = os.environ; "
               "name = f\"deepspeed_allreduce_buffer_{os.getuid()}_{e['MASTER_ADDR']}_{e['MASTER_PORT']}_0\"; "
               "print(name, Path('/dev/shm', name).exists())")
-    for _ in range(3):  # the free port init_distributed picks may be taken before gloo binds it on a busy machine
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-        if "EADDRINUSE" not in out.stderr:
-            break
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env=fresh_env())
     assert out.returncode == 0, out.stderr[-2000:]
     name, existed = out.stdout.split()[-2:]
     assert existed == "True", "DeepSpeed no longer makes the buffer: the clean-up is dead code"
