@@ -156,7 +156,7 @@ def load_lavis(path: str | Path, *, llm: str | Path | None = None, dtype: str | 
     (default: EVA ViT-g's 16, and BERT's width / 64)."""
     path = Path(path).expanduser()
     state, extra = to_hf_keys(read_lavis(path))
-    stage1 = "itm_head.weight" in state
+    stage1 = is_stage1(state)  # the heads keep their names in both layouts
     reads_text = stage1 or "qformer.embeddings.word_embeddings.weight" in state
     if reads_text and qformer_tokenizer is None:
         raise ValueError(f"{path}: its Q-Former reads text (a {'blip2' if stage1 else 'InstructBLIP'} checkpoint): "
