@@ -143,10 +143,15 @@ def from_hf_model(hf, *, image_config: dict, llm_tokenizer, qformer_tokenizer, v
                             max_text_len=getattr(text_config, "max_position_embeddings", None) or 512)
     config = ModelConfig(variant=variant, backend={"qformer": asdict(qconfig)}, use_audio=False,
                          max_text_len=qconfig.max_text_len)
-    qformer_state = {k[len("qformer."):]: v for k, v in hf.state_dict().items() if k.startswith("qformer.")}
-    model = assemble(hf, config, qformer_state, image_config=image_config, qformer_tokenizer=qtok, bridge=bridge)
+    model = assemble(hf, config, qformer_state(hf.state_dict()), image_config=image_config, qformer_tokenizer=qtok,
+                     bridge=bridge)
     model.retrieval_heads = RetrievalHeads(model.backend.hidden_size, config.objectives)  # no source: fresh
     return check_loaded(model)
+
+
+def qformer_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A BLIP-2 class's Q-Former tensors, without the ``qformer.`` prefix (as ``load_hf_qformer`` reads them)."""
+    return {k[len("qformer."):]: v for k, v in state.items() if k.startswith("qformer.")}
 
 
 def assemble(hf, config: ModelConfig, qformer_state: dict[str, torch.Tensor], *, image_config: dict,

@@ -29,8 +29,9 @@ from videoqf.pretrained.hf import (
     assemble,
     check_loaded,
     check_weight_files,
-    processor_image_config,
     load_qformer_tokenizer,
+    processor_image_config,
+    qformer_state,
     torch_dtype,
 )
 from videoqf.qformer.convert import qformer_config_from_hf
@@ -70,10 +71,9 @@ def from_retrieval_model(hf, *, image_config: dict, qformer_tokenizer, variant: 
                          max_text_len=qconfig.max_text_len,
                          objectives=ObjectivesConfig(embed_dim=hf.config.image_text_hidden_size))
     state = hf.state_dict()
-    qformer_state = {k[len("qformer."):]: v for k, v in state.items() if k.startswith("qformer.")}
-    qformer_state.update({k: v for k, v in state.items() if k.startswith("embeddings.")})
-    model = assemble(hf, config, qformer_state, image_config=image_config, qformer_tokenizer=qformer_tokenizer,
-                     bridge=None)
+    text = {k: v for k, v in state.items() if k.startswith("embeddings.")}  # beside the Q-Former in this class
+    model = assemble(hf, config, {**qformer_state(state), **text}, image_config=image_config,
+                     qformer_tokenizer=qformer_tokenizer, bridge=None)
     heads = RetrievalHeads(model.backend.hidden_size, config.objectives)
     with torch.no_grad():
         for ours, theirs in HEADS.items():
@@ -81,8 +81,7 @@ def from_retrieval_model(hf, *, image_config: dict, qformer_tokenizer, variant: 
         if temperature is not None:
             heads.vtc.temperature.copy_(temperature.reshape(heads.vtc.temperature.shape))
     model.retrieval_heads = heads
-    head = model.backend.head
     if lm_head is not None:
-        head.load_state_dict({k: v.float() for k, v in lm_head.items()}, strict=False)
+        model.backend.head.load_state_dict({k: v.float() for k, v in lm_head.items()}, strict=False)
         model.pretrained_fresh = [n for n in model.pretrained_fresh if n not in lm_head]
     return check_loaded(model)
