@@ -3,8 +3,8 @@
 Runs ``python tools/train_video.py --variant V`` for each variant as a user would (the synthetic data,
 caption LM and feature cache are made first if missing: with --cache-dir pointing at an empty folder the
 wall time is a first run's on a fresh machine), and
-writes the figures with pass / fail against the floors of the training issue:
-wall time under 10 minutes, text-to-video R@1 >= 0.5 on the held-out clips, and generated captions
+writes the figures with pass / fail against the floors: wall time within 8 minutes on a 2-core machine (the
+speed issue's floor; its goal is 5), text-to-video R@1 >= 0.5 on the held-out clips, and generated captions
 naming the right events in the right order on at least half of them.
 
     python benchmarks/default_run.py --variants cascaded,spatiotemporal
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_result  # noqa: E402
 from videoqf.eval.synthetic import EVENT_SLOTS  # noqa: E402
 
-FLOORS = {"wall_s": 600.0, "t2v_r1": 0.5, "caption_order_acc": 0.5}
+FLOORS = {"wall_s": 480.0, "t2v_r1": 0.5, "caption_order_acc": 0.5}
 
 
 def main(argv=None) -> None:
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
              "event word acc | head: caption order acc | head: event word acc | order pair acc | LLM: order pair acc | "
              "LLM: sound pair acc | floors met |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for variant, wall, m in rows:
-        met = [wall < FLOORS["wall_s"], m["t2v_r1"] >= FLOORS["t2v_r1"],
+        met = [wall <= FLOORS["wall_s"], m["t2v_r1"] >= FLOORS["t2v_r1"],
                m.get("caption_order_acc", 0.0) >= FLOORS["caption_order_acc"]]
         lines.append(f"| {variant} | {m['clips']} | {wall:.0f} | {m['t2v_r1']:.3f} | {m['v2t_r1']:.3f} | {m['t2v_r5']:.3f} | "
                      f"{m.get('caption_order_acc', float('nan')):.3f} | {m.get('caption_sound_acc', float('nan')):.3f} | "
@@ -66,7 +66,8 @@ def main(argv=None) -> None:
     for variant, _, m in rows:
         values = [m.get(f"{prefix}event_{slot}_acc", float("nan")) for prefix in ("", "head_") for slot in EVENT_SLOTS]
         places.append(f"| {variant} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
-    body = ("Floors: wall time < 600 s, t2v R@1 >= 0.5 (chance 1 / held-out clips), caption order accuracy >= 0.5. "
+    body = (f"Floors: wall time <= {FLOORS['wall_s']:.0f} s on a 2-core machine, t2v R@1 >= 0.5 (chance 1 / "
+            "held-out clips), caption order accuracy >= 0.5. "
             "Captions are the frozen LM's (stage 2); 'head:' columns are the head Q-Former's own greedy VTG "
             "decoding (stage 1's grounding); event word acc is the share of the events' words in place. Pair accuracies "
             "(both clips of a pair told apart, ties wrong, chance about 0.25) are scored by the matching head, and "
