@@ -1,30 +1,33 @@
 """All video backends side by side: cost and quality on the same data and seeds, each at its default's budget.
 
-Every variant (cascaded, cascaded without audio / without temporal PE, spatiotemporal with and without
-FFN experts, meanpool; the recipes that make sense on video: video-llama, video-qformer, framewise
-(InstructBLIP-Video) and pooled (Video-ChatGPT), each also with the stability kit as NAME+kit; the chain:
-blip2, then video-llama-init and video-qformer-init started from its run of the same seed (a chain's source is
-trained first, and added when only the chain is asked for); and any backend later registered with a
-configs/variants/NAME.yaml) is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
-variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE) for each seed, then
-evaluated on held-out clips. Writes benchmarks/results/sweep.md (table, command, machine, date, and what
-the numbers say about the expected effects against the seed spread) and benchmarks/results/sweep.png
-(quality against backend FLOPs per clip). Finished cells are kept in --sweep-dir; a restart skips them.
+Every variant is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
+variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE) for each seed, then evaluated on
+held-out clips, once after stage 1 (the forgetting column) and once at the end. The variants:
+- cascaded, and without audio, without temporal PE, with 8 frame queries against 4, with the stability kit
+  (NAME+kit) and without gradient clipping and warm-up (NAME-bare);
+- spatiotemporal, and without FFN experts, with roles (only T-FFN's and SM-FFN's queries read time), without
+  attentive pooling, without temporal PE, +kit, -bare;
+- meanpool; with cascaded-nope the shortcut check (no temporal position: order must sit at chance);
+- the recipes that make sense on video: video-llama, video-qformer, framewise (InstructBLIP-Video), pooled
+  (Video-ChatGPT), each also +kit;
+- the chain: blip2, then video-llama-init and video-qformer-init started from its run of the same seed (a
+  chain's source is trained first, and added when only the chain is asked for);
+- any backend later registered with a configs/variants/NAME.yaml.
+--persistent-objects runs all of it on the world where every object stays on screen (order only from time).
+Writes benchmarks/results/sweep.md (sweep-persistent.md) with the table, command, machine, date and what the
+numbers say against the seed spread, and a PNG of quality against backend FLOPs per clip. Finished cells are
+kept in --sweep-dir; a restart skips them (and resumes a cell from its last finished stage).
 
-    python benchmarks/sweep.py --quick                  # every variant x seeds 0,1, small budget
-    python benchmarks/sweep.py                          # full budget (configs/synthetic.yaml, 300 held-out clips)
+    python benchmarks/sweep.py --quick                  # every variant x seeds 0,1, smoke budget
+    python benchmarks/sweep.py --seeds 0,1,2            # the standard budget: each variant's embedded default
+    python benchmarks/sweep.py --seeds 0,1,2 --persistent-objects
     python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1.steps=100
-    python benchmarks/sweep.py --variants video-llama-init,video-qformer-init,video-llama,video-qformer
 
-Expected time on 2 CPU cores (1 torch thread per run), from calibration runs of single cells on a
-loaded machine: --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s per cell, 15-20 min
-for 13 variants x 2 seeds, plus about 2 min the first time for each feature cache (with and without audio,
-and video-llama's head-tail frames with 8 audio segments). The caption LM (128 positions, so framewise's
-64 tokens + a caption fit) is the embedded default's. The full sweep took about 5-6 min per cell, 2.5 h for 13 x 2, when the
-default was 400 + 300 steps on 1,000 clips (100 held out). The full budget is now each variant's embedded
-default on 3,000 clips (300 held out): configs/synthetic.yaml's steps, except that configs/variants/cascaded.yaml
-(and so the three cascaded columns) trains 1,500 stage-1 steps against 1,200, a little less stage-1 time on this
-machine (2026-12-03). It is not yet timed as a sweep; benchmarks/RESULTS.md times one run of each default.
+The standard budget ("full") is each variant's embedded default on 3,000 clips (300 held out): 1,200 stage-1
+steps (1,500 for the cascaded rows) and 800 stage-2 steps at batch 32. A cell takes about 10-15 min on one of
+2 cores with another cell on the other; --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s.
+Two invocations over disjoint --variants with the same --sweep-dir share the cores; the report of the last one
+lists its own variants, so write the whole table by running once more over the finished ones.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
+from videoqf.data.synthetic.generate import WORLD_VERSION  # noqa: E402
 from videoqf.recipes.synthetic import EMBEDDED_CLIPS, embedded_experiment  # noqa: E402
 from videoqf.sweep.cells import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
 from videoqf.sweep.report import plot, report_body  # noqa: E402
@@ -48,8 +52,11 @@ def parse_args(argv=None):
     ap.add_argument("--seeds", default="0,1", help="comma-separated train seeds (default: 0,1)")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="stage steps and eval size")
     ap.add_argument("--quick", action="store_true", help="same as --budget quick")
-    ap.add_argument("--sweep-dir", default="runs/sweep", help="where cells are saved and resumed from")
+    ap.add_argument("--sweep-dir", help="where cells are saved and resumed from (default: runs/sweep, or "
+                                        "runs/sweep-persistent with --persistent-objects)")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
+    ap.add_argument("--persistent-objects", action="store_true",
+                    help="the persistent-objects world: every object stays on screen, so order can only come from time")
     ap.add_argument("--repeats", type=int, default=5, help="timed train steps per variant")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every cell")
@@ -60,14 +67,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     budget = "quick" if args.quick else args.budget
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    world = "persistent" if args.persistent_objects else ""
+    name = "-".join(filter(None, ["sweep", world]))
     result = run_sweep(select_variants(args.variants), seeds,
-                       setup=partial(embedded_experiment, num_clips=args.synthetic_clips),
-                       overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir,
+                       setup=partial(embedded_experiment, num_clips=args.synthetic_clips,
+                                     persistent_objects=args.persistent_objects),
+                       overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir or f"runs/{name}",
                        repeats=args.repeats, threads=args.threads)
     label = budget + (" (smoke budget: not for conclusions)" if budget == "quick" else "")
-    body = report_body(result, budget=" ".join([label, *args.overrides]))
-    md = write_result("sweep", "Video backends side by side (benchmarks/sweep.py)", body)
-    png = plot(result, RESULTS_DIR / "sweep.png")
+    label += f"; world v{WORLD_VERSION}, " + ("persistent objects" if world else "own-event objects")
+    body = report_body(result, budget=" ".join([label, *args.overrides]), name=name)
+    md = write_result(name, "Video backends side by side (benchmarks/sweep.py"
+                      + (", persistent-objects world)" if world else ")"), body)
+    png = plot(result, RESULTS_DIR / f"{name}.png")
     print(md.read_text())
     print(f"wrote {md} and {png}")
     return 0

@@ -61,7 +61,10 @@ def test_cells_are_measured_trained_and_tabled(sweep, synthetic_dir, tmp_path):
     # a pair column is n/a exactly when the tiny held-out split has no pair of its kind
     pairs = json.loads((Path(synthetic_dir) / "pairs.json").read_text())
     measured = [key in result.cells["meanpool"][0]["metrics"] for key, _ in QUALITY]
-    assert measured == [True, bool(pairs["order"]), True, bool(pairs["sound"]), True, True, True]
+    assert measured == [True, True, bool(pairs["order"]), True, bool(pairs["sound"]), True, True, True]
+    # stage 1 was evaluated at its end, so the forgetting column has its retrieval
+    assert all(0 <= c["metrics"]["stage1_t2v_r1"] <= 1 for cells in result.cells.values() for c in cells)
+    assert "forgetting" in text
     assert not all(measured)  # the n/a path is exercised
     for line in rows.values():
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
@@ -131,3 +134,11 @@ def test_the_chain_trains_its_source_first_and_starts_from_its_run(synthetic_dir
     assert result.ran == [("blip2", 0), ("video-qformer-init", 0)]
     report = json.loads((tmp_path / "cells" / "video-qformer-init" / "seed0" / "init_from.json").read_text())
     assert report["source"] == str(tmp_path / "cells" / "blip2" / "seed0") and report["copied"]
+
+
+def test_the_shortcut_check_flags_an_order_blind_variant_above_chance():
+    leaking = "\n".join(findings(fake({"meanpool": [0.40, 0.50], "cascaded-nope": [0.0, 0.30]})))
+    assert "shortcut check" in leaking and "leaks order" in leaking and "meanpool order_pair_acc" in leaking
+    assert "cascaded-nope order_pair_acc" not in leaking.split("every seed:")[1]  # one seed above chance is not enough
+    clean = "\n".join(findings(fake({"meanpool": [0.0, 0.25], "cascaded-nope": [0.0, 0.0]})))
+    assert "no order leak found" in clean

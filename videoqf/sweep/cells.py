@@ -4,8 +4,8 @@ variant's cost measured side by side; each result is saved as JSON so a restarte
 Layout of a sweep directory (``runs/sweep/`` by default)::
 
     <variant>/cost.json          parameters, LLM tokens, FLOPs per clip, train-step time, memory
-    <variant>/seed<k>.json       held-out metrics of one seed (``videoqf.recipes.run.run_experiment``), and
-                                 the query collapse the trainer logged last in stage 1
+    <variant>/seed<k>.json       held-out metrics of one seed (``videoqf.recipes.run.run_experiment``), the
+                                 query collapse the trainer logged last in stage 1 and t2v R@1 at its end
     <variant>/seed<k>/           that run's checkpoints and logs (an interrupted run resumes from them)
 
 Every JSON keeps the model file and overrides it was made with; a restart with other settings is
@@ -76,13 +76,27 @@ _RECIPES_ON_VIDEO = (  # the recipes that make sense on video, each with and wit
     Variant("pooled", "variants/pooled.yaml"),  # Video-ChatGPT
 )
 
+# Without the stability kit's other half: no gradient clipping and no warm-up (the defaults have both).
+BARE = ("train.grad_clip=0", "train.warmup_steps=0")
+_CASCADED = Variant("cascaded", "variants/cascaded.yaml")
+_SPATIOTEMPORAL = Variant("spatiotemporal", "variants/spatiotemporal.yaml")
+
 STANDARD_VARIANTS = (
-    Variant("cascaded", "variants/cascaded.yaml"),
+    _CASCADED,
     Variant("cascaded-noaudio", "variants/cascaded.yaml", ("model.backend.audio=false", "model.use_audio=false",
                                                           "stages.stage2.train=[projector,llm_head.top]")),
     Variant("cascaded-nope", "variants/cascaded.yaml", ("model.backend.temporal_pe=false",)),
-    Variant("spatiotemporal", "variants/spatiotemporal.yaml"),
+    Variant("cascaded-8q", "variants/cascaded.yaml", ("model.backend.frame_qformer.num_queries=8",)),
+    _with_kit(_CASCADED),
+    Variant("cascaded-bare", "variants/cascaded.yaml", BARE),
+    _SPATIOTEMPORAL,
     Variant("spatiotemporal-noexperts", "variants/spatiotemporal.yaml", ("model.backend.experts=false",)),
+    # the experts' roles: only T-FFN's and SM-FFN's queries read the frames with their time embedding
+    Variant("spatiotemporal-roles", "variants/spatiotemporal.yaml", ("model.backend.timed_experts=[temporal,semantic]",)),
+    Variant("spatiotemporal-nopool", "variants/spatiotemporal.yaml", ("model.backend.attentive_pooling=false",)),
+    Variant("spatiotemporal-nope", "variants/spatiotemporal.yaml", ("model.backend.temporal_pe=false",)),
+    _with_kit(_SPATIOTEMPORAL),
+    Variant("spatiotemporal-bare", "variants/spatiotemporal.yaml", BARE),
     Variant("meanpool", "variants/meanpool.yaml"),
     *(v for recipe in _RECIPES_ON_VIDEO for v in (recipe, _with_kit(recipe))),
     # the chain: BLIP-2's image run, then the video recipes started from it (docs: benchmarks/init_chain.py)
@@ -98,8 +112,9 @@ BUDGETS: dict[str, tuple[str, ...]] = {
               "train.warmup_steps=10", "eval.max_clips=48", "eval.max_new_tokens=16", "eval.rerank_k=8"),
     "full": (),
 }
-# What every sweep run shares whatever the budget: no checkpoints or evaluation mid-stage, no progress bars.
-RUN_OVERRIDES = ("train.save_every=0", "train.eval_every=0", "train.keep_last=1", "train.progress_bar=false")
+# What every sweep run shares whatever the budget: no checkpoints mid-stage, no progress bars, and each stage
+# evaluated once, at its end (an interval past any stage's steps), so stage 1's retrieval shows what stage 2 forgets.
+RUN_OVERRIDES = ("train.save_every=0", "train.eval_every=1000000", "train.keep_last=1", "train.progress_bar=false")
 
 
 def available_variants(config_dir: Path = CONFIG_DIR) -> dict[str, Variant]:
@@ -152,12 +167,13 @@ def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[st
     return cfg, recipe
 
 
-def stage1_query_collapse(run_dir: Path) -> float | None:
-    """The last ``query_collapse`` the trainer logged in a run's stage 1 (``metrics.jsonl``), or None."""
+def stage1_last(run_dir: Path, key: str, kind: str = "train") -> float | None:
+    """The last ``key`` the trainer logged (records of ``kind``) in a run's stage 1 (``metrics.jsonl``), or None."""
     path = Path(run_dir) / "stage1" / METRICS_FILE
     if not path.is_file():
         return None
-    values = [rec["query_collapse"] for rec in map(json.loads, path.read_text().splitlines()) if "query_collapse" in rec]
+    values = [rec[key] for rec in map(json.loads, path.read_text().splitlines())
+              if key in rec and rec.get("kind") == kind]
     return values[-1] if values else None
 
 
@@ -308,7 +324,8 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                     start = time.perf_counter()
                     run_dir = sweep_dir / v.name / f"seed{seed}"
                     metrics, samples = run_experiment(cfg, run_dir, resume=has_checkpoint(run_dir))
-                    metrics["query_collapse"] = stage1_query_collapse(run_dir)
+                    metrics["query_collapse"] = stage1_last(run_dir, "query_collapse")
+                    metrics["stage1_t2v_r1"] = stage1_last(run_dir, "t2v_r1", kind="eval")
                     record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
                               "held_out_clips": len(samples), "wall_s": time.perf_counter() - start}
                     _write(path, record)
