@@ -1,8 +1,10 @@
 """Run by tests/test_trainer_distributed.py under ``torchrun --nproc_per_node 2``: a few toy steps on CPU.
 
 usage: _dist_train.py OUTPUT_DIR ZERO_STAGE MICRO_BATCH_SIZE
-Writes OUTPUT_DIR/metrics.jsonl (rank 0) and OUTPUT_DIR/final_params.pt (rank 0, trainable weights).
+Writes OUTPUT_DIR/metrics.jsonl (rank 0), OUTPUT_DIR/final_params.pt (rank 0, trainable weights) and
+OUTPUT_DIR/shm_rank<r>.txt: the path of this rank's DeepSpeed /dev/shm all-reduce buffer and whether it existed.
 """
+import os
 import sys
 from pathlib import Path
 
@@ -33,4 +35,7 @@ if __name__ == "__main__":
     trainer = run(out, stage, micro)
     if dist.get_rank() == 0:
         torch.save(trainable_state(trainer.engine.module), Path(out) / "final_params.pt")
+    e = os.environ
+    buffer = Path("/dev/shm", f"deepspeed_allreduce_buffer_{os.getuid()}_{e['MASTER_ADDR']}_{e['MASTER_PORT']}_{e['RANK']}")
+    (Path(out) / f"shm_rank{e['RANK']}.txt").write_text(f"{buffer} {buffer.exists()}")
     dist.destroy_process_group()

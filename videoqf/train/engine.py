@@ -52,8 +52,13 @@ def init_distributed() -> None:
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
     backend = "gloo" if get_accelerator().device_name() == "cpu" else "nccl"
+    shared_memory = backend == "gloo" and os.environ.get("WORLD_SIZE") != "1"
+    if backend == "gloo" and not shared_memory:
+        # one process reduces nothing: skip DeepSpeed's shared-memory all-reduce, a C++ op it compiles on a
+        # machine's first run (~30 s) and whose 64 MiB /dev/shm file it never removes
+        deepspeed.ops.__compatible_ops__[get_accelerator().create_op_builder("ShareMemCommBuilder").NAME] = False
     deepspeed.init_distributed(dist_backend=backend)
-    if backend == "gloo":
+    if shared_memory:
         atexit.register(_remove_shm_buffer)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
