@@ -34,8 +34,8 @@ def write_mp4(
         if audio is not None:
             astream = container.add_stream("aac", rate=audio_rate)
             astream.layout = "mono"
-            # FFmpeg's default AAC search (twoloop) takes most of a clip's writing time; fast is ~3x quicker
-            # and no less faithful on these tones (docs/decisions.md)
+            # FFmpeg's default AAC search (twoloop) took most of a clip's writing time; fast is no less
+            # faithful on these tones (docs/decisions.md)
             astream.options = {"aac_coder": "fast"}
         for image in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
