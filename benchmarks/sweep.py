@@ -68,18 +68,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     budget = "quick" if args.quick else args.budget
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    world = "persistent" if args.persistent_objects else ""
-    name = "-".join(filter(None, ["sweep", world]))
+    name = "sweep-persistent" if args.persistent_objects else "sweep"
     result = run_sweep(select_variants(args.variants), seeds,
                        setup=partial(embedded_experiment, num_clips=args.synthetic_clips,
                                      persistent_objects=args.persistent_objects),
                        overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir or f"runs/{name}",
                        repeats=args.repeats, threads=args.threads)
     label = budget + (" (smoke budget: not for conclusions)" if budget == "quick" else "")
-    label += f"; world v{WORLD_VERSION}, " + ("persistent objects" if world else "own-event objects")
+    label += f"; world v{WORLD_VERSION}, " + ("persistent objects" if args.persistent_objects else "own-event objects")
     body = report_body(result, budget=" ".join([label, *args.overrides]), name=name)
     md = write_result(name, "Video backends side by side (benchmarks/sweep.py"
-                      + (", persistent-objects world)" if world else ")"), body)
+                      + (", persistent-objects world)" if args.persistent_objects else ")"), body)
     png = plot(result, RESULTS_DIR / f"{name}.png")
     print(md.read_text())
     print(f"wrote {md} and {png}")

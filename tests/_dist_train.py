@@ -36,6 +36,7 @@ if __name__ == "__main__":
     if dist.get_rank() == 0:
         torch.save(trainable_state(trainer.engine.module), Path(out) / "final_params.pt")
     e = os.environ
-    buffer = Path("/dev/shm", f"deepspeed_allreduce_buffer_{os.getuid()}_{e['MASTER_ADDR']}_{e['MASTER_PORT']}_{e['RANK']}")
+    buffer = Path("/dev/shm",
+                  f"deepspeed_allreduce_buffer_{os.getuid()}_{e['MASTER_ADDR']}_{e['MASTER_PORT']}_{e['RANK']}")
     (Path(out) / f"shm_rank{e['RANK']}.txt").write_text(f"{buffer} {buffer.exists()}")
     dist.destroy_process_group()

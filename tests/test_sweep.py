@@ -142,3 +142,8 @@ def test_the_shortcut_check_flags_an_order_blind_variant_above_chance():
     assert "cascaded-nope order_pair_acc" not in leaking.split("every seed:")[1]  # one seed above chance is not enough
     clean = "\n".join(findings(fake({"meanpool": [0.0, 0.25], "cascaded-nope": [0.0, 0.0]})))
     assert "no order leak found" in clean
+
+
+def test_clipping_and_warm_up_are_compared_without_the_kit_row():
+    text = "\n".join(findings(fake({"cascaded": [0.8, 0.9], "cascaded-bare": [0.5, 0.6]})))
+    assert "gradient clipping and warm-up on vs off** (cascaded vs cascaded-bare)" in text

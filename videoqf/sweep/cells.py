@@ -78,6 +78,13 @@ _RECIPES_ON_VIDEO = (  # the recipes that make sense on video, each with and wit
 
 # Without the stability kit's other half: no gradient clipping and no warm-up (the defaults have both).
 BARE = ("train.grad_clip=0", "train.warmup_steps=0")
+BARE_SUFFIX = "-bare"
+
+
+def _bare(variant: Variant) -> Variant:
+    return Variant(variant.name + BARE_SUFFIX, variant.model_file, variant.overrides + BARE)
+
+
 _CASCADED = Variant("cascaded", "variants/cascaded.yaml")
 _SPATIOTEMPORAL = Variant("spatiotemporal", "variants/spatiotemporal.yaml")
 
@@ -88,15 +95,16 @@ STANDARD_VARIANTS = (
     Variant("cascaded-nope", "variants/cascaded.yaml", ("model.backend.temporal_pe=false",)),
     Variant("cascaded-8q", "variants/cascaded.yaml", ("model.backend.frame_qformer.num_queries=8",)),
     _with_kit(_CASCADED),
-    Variant("cascaded-bare", "variants/cascaded.yaml", BARE),
+    _bare(_CASCADED),
     _SPATIOTEMPORAL,
     Variant("spatiotemporal-noexperts", "variants/spatiotemporal.yaml", ("model.backend.experts=false",)),
     # the experts' roles: only T-FFN's and SM-FFN's queries read the frames with their time embedding
-    Variant("spatiotemporal-roles", "variants/spatiotemporal.yaml", ("model.backend.timed_experts=[temporal,semantic]",)),
+    Variant("spatiotemporal-roles", "variants/spatiotemporal.yaml",
+            ("model.backend.timed_experts=[temporal,semantic]",)),
     Variant("spatiotemporal-nopool", "variants/spatiotemporal.yaml", ("model.backend.attentive_pooling=false",)),
     Variant("spatiotemporal-nope", "variants/spatiotemporal.yaml", ("model.backend.temporal_pe=false",)),
     _with_kit(_SPATIOTEMPORAL),
-    Variant("spatiotemporal-bare", "variants/spatiotemporal.yaml", BARE),
+    _bare(_SPATIOTEMPORAL),
     Variant("meanpool", "variants/meanpool.yaml"),
     *(v for recipe in _RECIPES_ON_VIDEO for v in (recipe, _with_kit(recipe))),
     # the chain: BLIP-2's image run, then the video recipes started from it (docs: benchmarks/init_chain.py)

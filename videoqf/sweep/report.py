@@ -11,13 +11,13 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from videoqf.sweep.cells import KIT_SUFFIX, SweepResult
+from videoqf.sweep.cells import BARE_SUFFIX, KIT_SUFFIX, SweepResult
 
 # (metric key, column title) of the quality columns, in table order; the last one is training health: the
 # mean pairwise cosine similarity of the head's query outputs at the end of stage 1 (lower: less collapse).
-QUALITY = (("t2v_r1", "t2v R@1"), ("stage1_t2v_r1", "t2v R@1 after stage 1"), ("order_pair_acc", "order pair acc"), ("caption_order_acc", "caption order acc"),
-           ("lm_sound_pair_acc", "sound pair acc (LLM)"), ("caption_sound_acc", "caption sound acc"), ("cider", "CIDEr"),
-           ("query_collapse", "query collapse"))
+QUALITY = (("t2v_r1", "t2v R@1"), ("stage1_t2v_r1", "t2v R@1 after stage 1"), ("order_pair_acc", "order pair acc"),
+           ("caption_order_acc", "caption order acc"), ("lm_sound_pair_acc", "sound pair acc (LLM)"),
+           ("caption_sound_acc", "caption sound acc"), ("cider", "CIDEr"), ("query_collapse", "query collapse"))
 LOWER_IS_BETTER = {"query_collapse"}
 
 # (what is compared, variant expected better, variant expected worse, metrics it should show on)
@@ -104,10 +104,11 @@ def findings(result: SweepResult) -> list[str]:
         if base in present:
             lines.append(f"- **stability kit on vs off** ({kit} vs {base}): " + "; ".join(
                 compare(result, kit, base, k) for k in ("query_collapse", "t2v_r1", "cider")) + ".")
-        if base + "-bare" in present:
-            lines.append(f"- **gradient clipping and warm-up on vs off** ({base} vs {base}-bare): " + "; ".join(
-                compare(result, base, base + "-bare", k) for k in ("query_collapse", "t2v_r1", "caption_order_acc"))
-                + ".")
+    for bare in sorted(v for v in present if v.endswith(BARE_SUFFIX)):
+        base = bare[: -len(BARE_SUFFIX)]
+        if base in present:
+            lines.append(f"- **gradient clipping and warm-up on vs off** ({base} vs {bare}): " + "; ".join(
+                compare(result, base, bare, k) for k in ("query_collapse", "t2v_r1", "caption_order_acc")) + ".")
     if {"framewise", "cascaded"} <= present:
         fw, cas = result.costs["framewise"]["llm_tokens"], result.costs["cascaded"]["llm_tokens"]
         lines.append(f"- **framewise vs cascaded tokens**: framewise hands the LLM {fw} tokens per clip, cascaded "
