@@ -8,7 +8,8 @@ import pytest
 
 from tools.make_synthetic import parse_args
 from videoqf.data.synthetic import SyntheticConfig, caption, generate, load_tokenizer, object_states, render_frames
-from videoqf.data.synthetic.scenes import describe, reorder, resound, sample_spec
+from videoqf.data.samplers import build_sampler
+from videoqf.data.synthetic.scenes import can_reorder, describe, reorder, resound, sample_spec
 from videoqf.data.synthetic.vocab import BACKGROUND, COLOURS, SHAPES, SILENCE_PHRASE, SOUNDS
 
 
@@ -89,6 +90,32 @@ def test_reorder_and_resound_properties():
         for c in (1 / 6, 5 / 6)]}
     with pytest.raises(ValueError, match="no order"):
         reorder(twins, rng)
+
+
+def test_spans_are_whole_segments_and_say_nothing_of_position():
+    """Under the uniform sampler of 8 frames, how many frames an event shows must not tell where it happens
+    (world v3 gave three events 3, 2 and 3 frames, always in that order), and an order partner keeps the spans."""
+    rng = np.random.default_rng(7)
+    sampled = build_sampler("uniform", num_frames=8)(24, 8).indices
+    short_at = [0, 0, 0]
+    for _ in range(300):
+        spec = sample_spec(rng, num_frames=24, sound=None, segments=8)
+        spans = [e["frames"] for e in spec["events"]]
+        assert all(a % 3 == 0 and b % 3 == 0 for a, b in spans)  # segment edges
+        shown = [sum(a <= i < b for i in sampled) for a, b in spans]
+        assert sorted(shown) == ([2, 3, 3] if len(spans) == 3 else [4, 4])
+        if len(spans) == 3:
+            short_at[shown.index(2)] += 1
+        if can_reorder(spec):
+            assert [e["frames"] for e in reorder(spec, rng)["events"]] == spans
+    assert min(short_at) > 0.25 * sum(short_at)  # the short span falls at every place
+
+
+def test_world_config_checks_segments():
+    with pytest.raises(ValueError, match="segments must be from 3"):
+        SyntheticConfig(num_frames=24, segments=2)
+    with pytest.raises(ValueError, match="to num_frames \\(8\\)"):
+        SyntheticConfig(num_frames=8, segments=9)
 
 
 def test_shapes_are_drawn_independently_so_the_caption_does_not_imply_them():

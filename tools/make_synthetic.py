@@ -25,7 +25,9 @@ def parse_args(argv=None) -> tuple[str, SyntheticConfig]:
     parser.add_argument("out_dir", help="output directory (created)")
     help_text = {
         "num": "number of clips", "seed": "random seed (same seed, same set)", "size": "frame side in pixels (even)",
-        "fps": "frames per second", "num_frames": "frames per clip", "val_fraction": "share of clips in val",
+        "fps": "frames per second", "num_frames": "frames per clip",
+        "segments": "events' spans are whole segments of the clip cut in this many (match the sampler's frame count)",
+        "val_fraction": "share of clips in val",
         "test_fraction": "share of clips in test", "pair_fraction": "share of clips in order/sound pairs",
         "silent_fraction": "share of single clips without an audio track", "workers": "encoding processes",
         "persistent_objects": "every object stays on screen from its appearance to the end of the clip "

@@ -31,9 +31,9 @@ from videoqf.data.synthetic.vocab import SOUNDS
 
 SPLITS = ("train", "val", "test")
 # Bumped whenever one config makes other clips than before (2: shapes drawn independently; 3: objects seen during
-# their own event by default), so that caches named after it (videoqf.recipes.synthetic.synthetic_dir) are never
-# read for another world.
-WORLD_VERSION = 3
+# their own event by default; 4: spans of whole sampler segments, the longer ones at random places), so that caches
+# named after it (videoqf.recipes.synthetic.synthetic_dir) are never read for another world.
+WORLD_VERSION = 4
 
 
 @dataclass
@@ -45,6 +45,9 @@ class SyntheticConfig:
     size: int = 96
     fps: int = 8
     num_frames: int = 24  # 3 s at 8 fps
+    # events' spans are whole segments of this count: the uniform sampler of as many frames then shows each
+    # event's frames at the same places in its span, whatever its position (docs/decisions.md)
+    segments: int = 8
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     pair_fraction: float = 0.3  # share of all clips that belong to an order or sound pair
@@ -59,23 +62,25 @@ class SyntheticConfig:
             raise ValueError(f"size must be even and >= 16 (yuv420p), got {self.size}")
         if self.num < 3 or self.num_frames < 3 or self.fps < 1:
             raise ValueError(f"need num >= 3, num_frames >= 3, fps >= 1; got {self.num}, {self.num_frames}, {self.fps}")
+        if not 3 <= self.segments <= self.num_frames:
+            raise ValueError(f"segments must be from 3 (one per event) to num_frames ({self.num_frames}), "
+                             f"got {self.segments}")
 
 
 def _plan_groups(cfg: SyntheticConfig, rng: np.random.Generator) -> list[tuple[str, list[dict]]]:
     """Groups of specs: ("single", [s]), ("order", [a, b]) or ("sound", [a, b]), shuffled."""
     num_pairs = int(cfg.num * cfg.pair_fraction) // 2
+    shape = dict(num_frames=cfg.num_frames, segments=cfg.segments, persistent=cfg.persistent_objects)
     groups = []
     for k in range(num_pairs):
         kind = ("order", "sound")[k % 2]
-        first = sample_spec(rng, num_frames=cfg.num_frames, sound=list(SOUNDS)[int(rng.integers(len(SOUNDS)))],
-                            persistent=cfg.persistent_objects)
+        first = sample_spec(rng, sound=list(SOUNDS)[int(rng.integers(len(SOUNDS)))], **shape)
         while kind == "order" and not can_reorder(first):  # no order would show
-            first = sample_spec(rng, num_frames=cfg.num_frames, sound=first["sound"], persistent=cfg.persistent_objects)
+            first = sample_spec(rng, sound=first["sound"], **shape)
         groups.append((kind, [first, reorder(first, rng) if kind == "order" else resound(first, rng)]))
     for _ in range(cfg.num - 2 * num_pairs):
         sound = None if rng.random() < cfg.silent_fraction else list(SOUNDS)[int(rng.integers(len(SOUNDS)))]
-        groups.append(("single", [sample_spec(rng, num_frames=cfg.num_frames, sound=sound,
-                                              persistent=cfg.persistent_objects)]))
+        groups.append(("single", [sample_spec(rng, sound=sound, **shape)]))
     return [groups[i] for i in rng.permutation(len(groups))]
 
 

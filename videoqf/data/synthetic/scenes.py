@@ -3,7 +3,7 @@
 A spec is a plain dict (it goes into the JSONL as metadata): each event has its own object (on its own grid
 cell; shapes and colours are drawn independently, so a clip may show two squares) and its own span of
 frames ``[start, stop)``, the spans tiling the clip in
-order. Within its span an event is visible: "appears" and "turns" happen at the span's middle frame
+order along the sampler's segment edges. Within its span an event is visible: "appears" and "turns" happen at the span's middle frame
 (``at``), "moves" slides one grid cell linearly from the span's first to its last frame. An object is
 on screen during its own span (an "appears" object from its ``at`` frame on); with ``"persistent": True``
 (and in specs written before the key existed) it stays to the end, and "moves"/"turns" objects are on
@@ -28,21 +28,28 @@ def _cell_centre(col: int, row: int) -> list[float]:
     return [(col + 0.5) / GRID, (row + 0.5) / GRID]
 
 
-def _spans(num_events: int, num_frames: int) -> list[list[int]]:
-    edges = np.linspace(0, num_frames, num_events + 1).round().astype(int)
+def _spans(num_events: int, num_frames: int, segments: int, rng: np.random.Generator) -> list[list[int]]:
+    """Consecutive spans made of whole segments (the sampler's, ``segments`` equal parts of the clip), as
+    equal as the count allows; which positions get the longer spans is drawn per clip, so how many frames
+    a sampler shows of an event says nothing about where it happens."""
+    per_event = np.full(num_events, segments // num_events)
+    per_event[rng.choice(num_events, segments % num_events, replace=False)] += 1
+    edges = np.linspace(0, num_frames, segments + 1).round().astype(int)[np.cumsum(np.r_[0, per_event])]
     return [[int(a), int(b)] for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _retime(events: list[dict], num_frames: int) -> None:
-    """Give events consecutive spans in list order (and the instant of appear/turn events)."""
-    for event, (start, stop) in zip(events, _spans(len(events), num_frames)):
+def _retime(events: list[dict], spans: list[list[int]]) -> None:
+    """Give events the spans in list order (and the instant of appear/turn events)."""
+    for event, (start, stop) in zip(events, spans):
         event["frames"] = [start, stop]
         event["at"] = (start + stop) // 2
 
 
-def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None, persistent: bool = False) -> dict:
-    """A random clip: 2-3 events whose objects sit on distinct grid cells. ``persistent``: every object
-    stays on screen for the whole clip (from its appearance on); else each is seen during its own event only.
+def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None, persistent: bool = False,
+                segments: int = 8) -> dict:
+    """A random clip: 2-3 events whose objects sit on distinct grid cells, their spans whole segments of
+    ``segments`` (``_spans``). ``persistent``: every object stays on screen for the whole clip (from its
+    appearance on); else each is seen during its own event only.
 
     Shapes are drawn independently, as colours are: with distinct shapes per clip the caption's earlier events
     would name the later shapes (the last one follows from the others), so a captioner trained with teacher
@@ -74,7 +81,7 @@ def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None,
         event["from"] = _cell_centre(*cell)
         free.discard(cell)
         events.append(event)
-    _retime(events, num_frames)
+    _retime(events, _spans(num_events, num_frames, segments, rng))
     return {"num_frames": num_frames, "events": events, "sound": sound, "persistent": persistent}
 
 
@@ -99,7 +106,9 @@ def can_reorder(spec: dict) -> bool:
 
 
 def reorder(spec: dict, rng: np.random.Generator) -> dict:
-    """Same objects, places and sound; the events happen in an order that the caption tells apart."""
+    """Same objects, places, sound and spans; the events happen in an order that the caption tells apart.
+
+    The spans stay where they were, so a partner shows as many frames at each place as its clip does."""
     out = copy.deepcopy(spec)
     said = [describe(e) for e in out["events"]]
     if not can_reorder(out):
@@ -107,8 +116,9 @@ def reorder(spec: dict, rng: np.random.Generator) -> dict:
     perm = rng.permutation(len(said))
     while [said[i] for i in perm] == said:
         perm = rng.permutation(len(said))
+    spans = [e["frames"] for e in out["events"]]
     out["events"] = [out["events"][i] for i in perm]
-    _retime(out["events"], out["num_frames"])
+    _retime(out["events"], spans)
     return out
 
 
