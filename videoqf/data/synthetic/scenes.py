@@ -2,12 +2,11 @@
 
 A spec is a plain dict (it goes into the JSONL as metadata): each event has its own object (on its own grid
 cell; shapes and colours are drawn independently, so a clip may show two squares) and its own span of
-frames ``[start, stop)``, the spans tiling the clip in
-order along the sampler's segment edges. Within its span an event is visible: "appears" and "turns" happen at the span's middle frame
-(``at``), "moves" slides one grid cell linearly from the span's first to its last frame. An object is
-on screen during its own span (an "appears" object from its ``at`` frame on); with ``"persistent": True``
-(and in specs written before the key existed) it stays to the end, and "moves"/"turns" objects are on
-screen from frame 0.
+frames ``[start, stop)``, the spans tiling the clip in order along the sampler's segment edges. Within its
+span an event is visible: "appears" and "turns" happen at the span's middle frame (``at``), "moves" slides one
+grid cell linearly from the span's first to its last frame. An object is on screen during its own span (an
+"appears" object from its ``at`` frame on); with ``"persistent": True`` (and in specs written before the key
+existed) it stays to the end, and "moves"/"turns" objects are on screen from frame 0.
 Positions are fractions of the frame size on a 3x3 grid, so the spec does not depend on resolution.
 
 ``object_states(spec, i)`` says what frame ``i`` shows; the renderer draws from it and tests use it
@@ -19,6 +18,7 @@ import copy
 
 import numpy as np
 
+from videoqf.data.samplers import _segment_bounds
 from videoqf.data.synthetic.vocab import ACTIONS, COLOURS, DIRECTIONS, SHAPES, SILENCE_PHRASE, SOUNDS
 
 GRID = 3
@@ -34,7 +34,7 @@ def _spans(num_events: int, num_frames: int, segments: int, rng: np.random.Gener
     a sampler shows of an event says nothing about where it happens."""
     per_event = np.full(num_events, segments // num_events)
     per_event[rng.choice(num_events, segments % num_events, replace=False)] += 1
-    edges = np.linspace(0, num_frames, segments + 1).round().astype(int)[np.cumsum(np.r_[0, per_event])]
+    edges = _segment_bounds(num_frames, segments)[np.cumsum(np.r_[0, per_event])]
     return [[int(a), int(b)] for a, b in zip(edges[:-1], edges[1:])]
 
 
