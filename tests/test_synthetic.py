@@ -76,7 +76,7 @@ def test_pairs_differ_only_in_order_or_sound(synthetic_dir, synthetic_records):
 def test_reorder_and_resound_properties():
     rng = np.random.default_rng(3)
     for _ in range(20):
-        spec = sample_spec(rng, num_frames=24, sound="low hum")
+        spec = sample_spec(rng, num_frames=24, segments=8, sound="low hum")
         if len({describe(e) for e in spec["events"]}) < 2:
             with pytest.raises(ValueError, match="no order"):
                 reorder(spec, rng)
@@ -99,7 +99,7 @@ def test_spans_are_whole_segments_and_say_nothing_of_position():
     sampled = build_sampler("uniform", num_frames=8)(24, 8).indices
     short_at = [0, 0, 0]
     for _ in range(300):
-        spec = sample_spec(rng, num_frames=24, sound=None, segments=8)
+        spec = sample_spec(rng, num_frames=24, segments=8, sound=None)
         spans = [e["frames"] for e in spec["events"]]
         assert all(a % 3 == 0 and b % 3 == 0 for a, b in spans)  # segment edges
         shown = [sum(a <= i < b for i in sampled) for a, b in spans]
@@ -120,7 +120,7 @@ def test_world_config_checks_segments():
 
 def test_shapes_are_drawn_independently_so_the_caption_does_not_imply_them():
     rng = np.random.default_rng(0)
-    specs = [sample_spec(rng, num_frames=24, sound=None) for _ in range(300)]
+    specs = [sample_spec(rng, num_frames=24, segments=8, sound=None) for _ in range(300)]
     repeated = [s for s in specs if len({e["shape"] for e in s["events"]}) < len(s["events"])]
     assert 0.2 < len(repeated) / len(specs) < 0.8
     for spec in specs:  # the objects still sit on distinct cells
@@ -145,7 +145,7 @@ def test_object_states_follow_the_events():
 
 def test_objects_seen_during_their_own_event_only_unless_persistent():
     rng = np.random.default_rng(5)
-    spec = sample_spec(rng, num_frames=24, sound=None, persistent=False)
+    spec = sample_spec(rng, num_frames=24, segments=8, sound=None, persistent=False)
     assert spec["persistent"] is False and caption(reorder(spec, rng)) != caption(spec)
     for frame in range(24):
         seen = [(e["at"] if e["action"] == "appears" else e["frames"][0]) <= frame < e["frames"][1] for e in spec["events"]]

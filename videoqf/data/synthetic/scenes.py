@@ -45,8 +45,8 @@ def _retime(events: list[dict], spans: list[list[int]]) -> None:
         event["at"] = (start + stop) // 2
 
 
-def sample_spec(rng: np.random.Generator, *, num_frames: int, sound: str | None, persistent: bool = False,
-                segments: int = 8) -> dict:
+def sample_spec(rng: np.random.Generator, *, num_frames: int, segments: int, sound: str | None,
+                persistent: bool = False) -> dict:
     """A random clip: 2-3 events whose objects sit on distinct grid cells, their spans whole segments of
     ``segments`` (``_spans``). ``persistent``: every object stays on screen for the whole clip (from its
     appearance on); else each is seen during its own event only.
