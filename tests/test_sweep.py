@@ -2,6 +2,7 @@
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,10 @@ def sweep(synthetic_dir, tmp_path_factory):
             f"eval.pairs={synthetic_dir}/pairs.json", f"model.tokenizer={synthetic_dir}",
             f"data.features={root}/features", *overrides])
 
-    def run():
-        return run_sweep(select_variants("cascaded-noaudio,meanpool"), [0, 1], setup=setup, overrides=TINY,
-                         sweep_dir=root / "cells", repeats=1, log=lambda _: None)
+    def run(extra=(), sweep_dir=root / "cells"):
+        return run_sweep(select_variants("cascaded-noaudio,meanpool"), [0, 1],
+                         setup=lambda f, o: setup(f, [*o, *extra]), overrides=TINY, sweep_dir=sweep_dir,
+                         repeats=1, log=lambda _: None)
 
     return root, run, run()
 
@@ -81,6 +83,16 @@ def test_rerun_skips_finished_cells(sweep):
     again = run()
     assert again.ran == []
     assert again.cells == first.cells and again.costs == first.costs
+
+
+def test_a_cell_trained_from_another_resolved_config_is_refused(sweep, tmp_path):
+    root, run, first = sweep
+    shutil.copytree(root / "cells", tmp_path / "cells")
+    # same recipe text (model file + overrides), but a default under it changed since the cells were trained
+    with pytest.raises(ValueError, match=r"trained with another config.*train\.lr: 0\.0002 -> 0\.0003"):
+        run(extra=["train.lr=3.0e-4"], sweep_dir=tmp_path / "cells")
+    remeasured = json.loads((tmp_path / "cells" / "meanpool" / "cost.json").read_text())
+    assert remeasured["config_digest"] != first.costs["meanpool"]["config_digest"]
 
 
 def fake(metric_by_variant: dict[str, list[float]]) -> SweepResult:

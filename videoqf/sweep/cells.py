@@ -9,7 +9,9 @@ Layout of a sweep directory (``runs/sweep/`` by default)::
     <variant>/seed<k>/           that run's checkpoints and logs (an interrupted run resumes from them)
 
 Every JSON keeps the model file and overrides it was made with; a restart with other settings is
-refused (use another sweep directory) rather than mixing budgets in one table.
+refused (use another sweep directory) rather than mixing budgets in one table. A finished cell is also
+checked against the config its recipe resolves to now (its run's ``experiment.yaml``), so a variant file or
+default changed since is refused too; a cost record made from another resolved config is measured again.
 
 Costs come from the cached frozen-encoder features (the encoders' own cost is the same for every variant
 and is not counted): FLOPs by ``torch.utils.flop_counter.FlopCounterMode`` over one micro-batch, divided
@@ -20,6 +22,7 @@ backward in a stage-1 forward, and on a GPU the peak allocated memory of a step 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +31,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from videoqf.backends import BACKENDS
+from videoqf.config import to_yaml
 from videoqf.data.batch import CACHED_FRAMES
 from videoqf.experiment import ExperimentConfig
 from videoqf.io import write_atomic
@@ -39,8 +44,9 @@ from videoqf.measure import interleaved_medians, saved_bytes
 from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
-from videoqf.recipes.run import datasets, has_checkpoint, make_collate, run_experiment
+from videoqf.recipes.run import CONFIG_NAME, datasets, has_checkpoint, make_collate, run_experiment
 from videoqf.recipes.synthetic import CONFIGS as CONFIG_DIR
+from videoqf.train.checkpoint import config_changes
 from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
 NO_AUDIO_CACHE_SUFFIX = "-noaudio"
@@ -196,6 +202,22 @@ def _read_checked(path: Path, recipe: dict) -> dict | None:
     return record
 
 
+def _check_trained_as(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Refuse a finished cell whose run was trained with another resolved config than ``cfg``."""
+    saved = run_dir / CONFIG_NAME
+    if not saved.is_file():
+        return
+    changes = config_changes(yaml.safe_load(saved.read_text()), yaml.safe_load(to_yaml(cfg)))
+    if changes:
+        raise ValueError(f"{run_dir} was trained with another config than its recipe now gives ("
+                         f"{'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}): a variant file or a "
+                         "default changed since; delete that cell or use another --sweep-dir")
+
+
+def config_digest(cfg: ExperimentConfig) -> str:
+    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
+
+
 def _write(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record, indent=1).encode())  # a killed sweep leaves no half record
@@ -308,15 +330,16 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
             cfg, recipe = variant_config(v, 0, setup, overrides)  # costs do not depend on the seed
             recipe = {**recipe, "repeats": repeats}
             saved = _read_checked(sweep_dir / v.name / "cost.json", recipe)
-            if saved is None:
+            if saved is None or saved.get("config_digest") != config_digest(cfg):
                 pending[v.name] = (cfg, recipe)
             else:
                 result.costs[v.name] = saved
         if pending:
             log(f"measuring costs of {', '.join(pending)} ...")
             measured = measure_costs({n: cfg for n, (cfg, _) in pending.items()}, repeats=repeats)
-            for name, (_, recipe) in pending.items():
-                result.costs[name] = {"variant": name, "recipe": recipe, **measured[name]}
+            for name, (cfg, recipe) in pending.items():
+                result.costs[name] = {"variant": name, "recipe": recipe, "config_digest": config_digest(cfg),
+                                      **measured[name]}
                 _write(sweep_dir / name / "cost.json", result.costs[name])
         trained = [v.name for v in variants]
         for v in variants:
@@ -327,10 +350,12 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                 cfg, recipe = variant_config(v, seed, setup, [*overrides, *chain])
                 path = sweep_dir / v.name / f"seed{seed}.json"
                 record = _read_checked(path, recipe)
-                if record is None:
+                run_dir = sweep_dir / v.name / f"seed{seed}"
+                if record is not None:
+                    _check_trained_as(run_dir, cfg)
+                else:
                     log(f"training {v.name} seed {seed} ...")
                     start = time.perf_counter()
-                    run_dir = sweep_dir / v.name / f"seed{seed}"
                     metrics, samples = run_experiment(cfg, run_dir, resume=has_checkpoint(run_dir))
                     metrics["query_collapse"] = stage1_last(run_dir, "query_collapse")
                     metrics["stage1_t2v_r1"] = stage1_last(run_dir, "t2v_r1", kind="eval")
