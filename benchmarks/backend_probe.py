@@ -57,7 +57,9 @@ def labelled(dataset, collate) -> tuple[dict, torch.Tensor]:
 
 
 def take(batch: dict, index: torch.Tensor) -> dict:
-    return {k: v[index] if torch.is_tensor(v) else [v[i] for i in index.tolist()] for k, v in batch.items()}
+    """The rows ``index`` of a batch; batch-wide entries (the skipped-clip counts) are kept whole."""
+    return {k: v[index] if torch.is_tensor(v) else [v[i] for i in index.tolist()] if isinstance(v, list) else v
+            for k, v in batch.items()}
 
 
 @torch.no_grad()
