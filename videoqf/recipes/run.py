@@ -127,10 +127,14 @@ def check_resumable(run_dir: str | Path) -> None:
                                 "(a stage folder's checkpoints/ with a 'latest')")
 
 
+def changes_since(folder: Path, cfg: ExperimentConfig) -> list[str]:
+    """How ``cfg`` differs from the experiment config saved in ``folder`` (``config_changes``' lines)."""
+    return config_changes(yaml.safe_load((folder / CONFIG_NAME).read_text()), yaml.safe_load(to_yaml(cfg)))
+
+
 def check_same_experiment(checkpoint: Path, cfg: ExperimentConfig, *, allow_change: bool) -> None:
     """Refuse to resume ``checkpoint`` when its experiment config differs from ``cfg`` beyond ``RESUMABLE_KEYS``."""
-    saved = yaml.safe_load((checkpoint / CONFIG_NAME).read_text())
-    changes = config_changes(saved, yaml.safe_load(to_yaml(cfg)))
+    changes = changes_since(checkpoint, cfg)
     breaking = [c for c in changes if not c.startswith(RESUMABLE_KEYS)]
     if breaking and not allow_change:
         raise ValueError(f"checkpoint {checkpoint}: the experiment config changed since it was saved ("

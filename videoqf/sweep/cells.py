@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from videoqf.backends import BACKENDS
@@ -44,9 +43,8 @@ from videoqf.measure import interleaved_medians, saved_bytes
 from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
-from videoqf.recipes.run import CONFIG_NAME, datasets, has_checkpoint, make_collate, run_experiment
+from videoqf.recipes.run import CONFIG_NAME, changes_since, datasets, has_checkpoint, make_collate, run_experiment
 from videoqf.recipes.synthetic import CONFIGS as CONFIG_DIR
-from videoqf.train.checkpoint import config_changes
 from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
 NO_AUDIO_CACHE_SUFFIX = "-noaudio"
@@ -204,17 +202,16 @@ def _read_checked(path: Path, recipe: dict) -> dict | None:
 
 def _check_trained_as(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Refuse a finished cell whose run was trained with another resolved config than ``cfg``."""
-    saved = run_dir / CONFIG_NAME
-    if not saved.is_file():
+    if not (run_dir / CONFIG_NAME).is_file():
         return
-    changes = config_changes(yaml.safe_load(saved.read_text()), yaml.safe_load(to_yaml(cfg)))
+    changes = changes_since(run_dir, cfg)
     if changes:
         raise ValueError(f"{run_dir} was trained with another config than its recipe now gives ("
                          f"{'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}): a variant file or a "
                          "default changed since; delete that cell or use another --sweep-dir")
 
 
-def config_digest(cfg: ExperimentConfig) -> str:
+def _config_digest(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
 
 
@@ -330,7 +327,7 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
             cfg, recipe = variant_config(v, 0, setup, overrides)  # costs do not depend on the seed
             recipe = {**recipe, "repeats": repeats}
             saved = _read_checked(sweep_dir / v.name / "cost.json", recipe)
-            if saved is None or saved.get("config_digest") != config_digest(cfg):
+            if saved is None or saved.get("config_digest") != _config_digest(cfg):
                 pending[v.name] = (cfg, recipe)
             else:
                 result.costs[v.name] = saved
@@ -338,7 +335,7 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
             log(f"measuring costs of {', '.join(pending)} ...")
             measured = measure_costs({n: cfg for n, (cfg, _) in pending.items()}, repeats=repeats)
             for name, (cfg, recipe) in pending.items():
-                result.costs[name] = {"variant": name, "recipe": recipe, "config_digest": config_digest(cfg),
+                result.costs[name] = {"variant": name, "recipe": recipe, "config_digest": _config_digest(cfg),
                                       **measured[name]}
                 _write(sweep_dir / name / "cost.json", result.costs[name])
         trained = [v.name for v in variants]
