@@ -1,5 +1,6 @@
 """The assembled model (frozen encoders -> backend -> retrieval heads / frozen LLM) on synthetic clips, its
 losses (videoqf.objectives) and its parameter groups (videoqf.models.groups)."""
+import copy
 from dataclasses import replace
 
 import pytest
@@ -233,3 +234,77 @@ def test_own_head_is_what_the_llm_reads_and_stage_2_leaves_the_retrieval_head_al
     framewise.llm.own_head = True
     with pytest.raises(ValueError, match="not one pass of its head"):
         VideoLanguageModel(framewise, tok)
+
+
+def _as_cached(model, batch) -> dict:
+    """``batch`` as the feature cache brings it: the frozen encoders' outputs instead of decoded media."""
+    with torch.no_grad():
+        audio, audio_mask = model.raw_audio_features(batch)
+        out = {k: v for k, v in batch.items() if k not in ("frames", "audio", "audio_mask")}
+        out["frame_features"] = model.raw_frame_features(batch)
+    if audio is not None:
+        out["audio_features"], out["audio_feature_mask"] = audio, audio_mask
+    return out
+
+
+@pytest.mark.parametrize("variant", ["cascaded", "spatiotemporal"])
+def test_the_llms_own_head_reads_the_backends_head_inputs_as_it_reads_a_full_encode(variant, batch, tmp_path):
+    tok, b = batch
+    cfg = model_config(variant, tmp_path)
+    cfg.llm.own_head = True
+    if variant == "spatiotemporal":
+        cfg.backend = {**cfg.backend, "timed_experts": ["temporal", "semantic"]}  # the time rides beside the tokens
+    torch.manual_seed(0)
+    model = VideoLanguageModel(cfg, tok).eval()
+    assert model.backend.splits_at_head
+    with torch.no_grad():
+        for p in model.llm_head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        split, full = model.encode_for_llm(b, None), model.encode_for_llm(b, None, encoded=model.encode(b))
+    torch.testing.assert_close(split.tokens, full.tokens)
+    assert torch.equal(split.mask, full.mask)
+    assert (split.context.time is not None) == (variant == "spatiotemporal")
+
+
+@pytest.mark.parametrize("variant", ["cascaded", "spatiotemporal"])
+def test_a_caption_stage_keeps_each_clips_frozen_head_inputs_and_trains_as_it_would_without(variant, batch, tmp_path):
+    tok, b = batch
+    cfg = model_config(variant, tmp_path)
+    cfg.llm.own_head = True
+    torch.manual_seed(0)
+    model = VideoLanguageModel(cfg, tok)
+    model.copy_head_for_llm()
+    cached = _as_cached(model, b)
+    groups = ["projector", "llm_head.top"] + (["audio_branch"] if variant == "cascaded" else [])
+    lock(model, groups)
+    model.train()
+    twin = copy.deepcopy(model)
+    calls, made = [0], model.head_inputs
+    model.head_inputs = lambda batch: (calls.__setitem__(0, calls[0] + 1), made(batch))[1]
+    kept, fresh = CaptionLoss(), CaptionLoss()
+    fresh.memo.usable = False  # made anew every step
+    optimizers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5) for m in (model, twin)]
+    for step in range(3):  # the same clips each step: from the second on the memo serves them
+        losses = []
+        for loss, m, opt in zip((kept, fresh), (model, twin), optimizers):
+            torch.manual_seed(step)
+            out = loss(m, cached)["loss"]
+            opt.zero_grad()
+            out.backward()
+            opt.step()
+            losses.append(out.item())
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
+    assert kept.memo.usable and set(kept.memo.rows) == set(zip(b["path"], b["index"].tolist()))
+    assert calls == [2]  # the first step made them twice (the check that they are fixed), the others read them
+
+    shorter = {**cached, "frame_features": cached["frame_features"][:, :3], "frame_mask": cached["frame_mask"][:, :3],
+               "index": cached["index"] + 100}
+    kept(model, shorter)  # clips of another frame count: the memo stops keeping
+    assert kept.memo.usable is False and not kept.memo.rows
+    decoded = CaptionLoss()
+    decoded(model, b)  # decoded video may be sampled afresh each epoch
+    assert decoded.memo.usable is None and not decoded.memo.rows
+    lock(model, ["backend", "projector"])  # what makes the head inputs trains: nothing is kept
+    training = CaptionLoss()
+    training(model, cached)
+    assert training.memo.usable is False and not training.memo.rows

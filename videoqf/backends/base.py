@@ -67,6 +67,20 @@ class VideoTokens:
                                                device=self.contrastive_tokens.device)
 
 
+@dataclass
+class HeadInputs:
+    """What a backend's head cross-attends to, before the head's key/value projections.
+
+    tokens: [B, N, W]; mask: [B, N] bool, True for real tokens; time: [B, T, W] a time embedding per frame that
+    the timed query groups read (``CrossContext.time``), or None; frame_weights: as ``VideoTokens.frame_weights``.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    time: torch.Tensor | None = None
+    frame_weights: torch.Tensor | None = None
+
+
 def check_frames(frame_features: torch.Tensor, frame_mask: torch.Tensor | None, width: int) -> torch.Tensor:
     """Validate ``frame_features`` [B, T, N, Dv] and return the frame mask [B, T] bool (all True if None)."""
     if frame_features.dim() != 4:
@@ -124,6 +138,21 @@ class VideoBackend(nn.Module):
     def num_output_tokens(self, num_frames: int, *, audio: bool = False) -> int:
         """M, the number of tokens handed to the LLM for a clip of ``num_frames`` frames."""
         raise NotImplementedError
+
+    def head_inputs(self, frame_features: torch.Tensor, frame_mask: torch.Tensor | None) -> HeadInputs:
+        """What the head cross-attends to for these frames. A backend whose tokens are one head pass over
+        them implements it, so that the LLM's own head (``model.llm.own_head``) reads them without the
+        backend's head pass (``splits_at_head``)."""
+        raise NotImplementedError(f"the {type(self).__name__} does not hand out its head's inputs")
+
+    @property
+    def splits_at_head(self) -> bool:
+        return type(self).head_inputs is not VideoBackend.head_inputs
+
+    def side_tokens(self, audio_tokens: torch.Tensor | None, audio_mask: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Tokens [B, K, H] and mask [B, K] that follow the head's queries (cascaded's audio), or None."""
+        return None
 
     def parameter_groups(self) -> dict[str, list[nn.Module]]:
         """The backend's own parts by role, beyond ``backend`` / ``head`` / ``head.top`` (``videoqf.models.groups``)."""

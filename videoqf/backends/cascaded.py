@@ -21,7 +21,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from videoqf.backends.base import VideoBackend, VideoTokens, check_frames, run_head
+from videoqf.backends.base import HeadInputs, VideoBackend, VideoTokens, check_frames, run_head
 from videoqf.backends.presets import SizePreset
 from videoqf.backends.frames import frame_queries
 from videoqf.backends.registry import register_backend
@@ -127,8 +127,7 @@ class CascadedBackend(VideoBackend):
         with_audio = audio and self.audio_branch is not None
         return self.config.video_qformer.num_queries + (self.config.audio_qformer.num_queries if with_audio else 0)
 
-    def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
-                text_mask=None) -> VideoTokens:
+    def head_inputs(self, frame_features, frame_mask) -> HeadInputs:
         frame_mask = check_frames(frame_features, frame_mask, self.vision_width)
         features = self.ln_vision(frame_features)
         position = self.frame_position(frame_mask)[:, :, None] if self.frame_position is not None else None
@@ -139,15 +138,23 @@ class CascadedBackend(VideoBackend):
         )  # [B, T, Qf, Hf]; one pass over the frames, so the projections may fold into the queries
         if position is not None and self.config.pe_position == "queries":
             queries = queries + position
-        context = self.head.encode_context(
-            rearrange(queries, "b t q h -> b (t q) h"), repeat(frame_mask, "b t -> b (t q)", q=queries.shape[2])
-        )
+        return HeadInputs(tokens=rearrange(queries, "b t q h -> b (t q) h"),
+                          mask=repeat(frame_mask, "b t -> b (t q)", q=queries.shape[2]))
+
+    def side_tokens(self, audio_tokens, audio_mask) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.audio_branch is None or audio_tokens is None:
+            return None
+        return self.audio_branch(audio_tokens, audio_mask)
+
+    def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
+                text_mask=None) -> VideoTokens:
+        inputs = self.head_inputs(frame_features, frame_mask)
+        context = self.head.encode_context(inputs.tokens, inputs.mask)
         tokens, cache = run_head(self.head, context, text_ids, text_mask)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        if self.audio_branch is not None and audio_tokens is not None:
-            audio, audio_token_mask = self.audio_branch(audio_tokens, audio_mask)
-            tokens = torch.cat([tokens, audio], dim=1)
-            mask = torch.cat([mask, audio_token_mask], dim=1)
+        side = self.side_tokens(audio_tokens, audio_mask)
+        if side is not None:
+            tokens, mask = torch.cat([tokens, side[0]], dim=1), torch.cat([mask, side[1]], dim=1)
         return VideoTokens(
             tokens=tokens, mask=mask, context=context, head_queries=self.config.video_qformer.num_queries,
             query_cache=cache,

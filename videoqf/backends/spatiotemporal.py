@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from einops import rearrange, repeat
 from torch import nn
 
-from videoqf.backends.base import VideoBackend, VideoTokens, check_frames, run_head
+from videoqf.backends.base import HeadInputs, VideoBackend, VideoTokens, check_frames, run_head
 from videoqf.backends.presets import SizePreset
 from videoqf.backends.registry import register_backend
 from videoqf.modules.pooling import AttentivePooling, spatial_pool
@@ -113,8 +113,7 @@ class SpatioTemporalBackend(VideoBackend):
         parts = {"pooling": self.pooling, "temporal_pe": self.frame_position}
         return {name: [module] for name, module in parts.items() if module is not None}
 
-    def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
-                text_mask=None) -> VideoTokens:
+    def head_inputs(self, frame_features, frame_mask) -> HeadInputs:
         frame_mask = check_frames(frame_features, frame_mask, self.vision_width)
         features = self.ln_vision(frame_features)
         weights = None
@@ -124,14 +123,18 @@ class SpatioTemporalBackend(VideoBackend):
         time = None if self.frame_position is None else self.frame_position(frame_mask)  # [B, T, Dv]
         if time is not None and not self.head.config.timed_groups:  # no roles: every query reads the time
             features, time = features + time[:, :, None], None
-        context = self.head.encode_context(
-            rearrange(features, "b t n d -> b (t n) d"), repeat(frame_mask, "b t -> b (t n)", n=features.shape[2]),
-            time=time,
-        )
+        return HeadInputs(tokens=rearrange(features, "b t n d -> b (t n) d"),
+                          mask=repeat(frame_mask, "b t -> b (t n)", n=features.shape[2]), time=time,
+                          frame_weights=weights)
+
+    def forward(self, frame_features, frame_mask, *, audio_tokens=None, audio_mask=None, text_ids=None,
+                text_mask=None) -> VideoTokens:
+        inputs = self.head_inputs(frame_features, frame_mask)
+        context = self.head.encode_context(inputs.tokens, inputs.mask, time=inputs.time)
         tokens, cache = run_head(self.head, context, text_ids, text_mask)
         return VideoTokens(
-            tokens=tokens, mask=frame_mask.new_ones(tokens.shape[:2]), context=context,
-            head_queries=tokens.shape[1], query_cache=cache, frame_weights=weights,
+            tokens=tokens, mask=inputs.mask.new_ones(tokens.shape[:2]), context=context,
+            head_queries=tokens.shape[1], query_cache=cache, frame_weights=inputs.frame_weights,
         )
 
 

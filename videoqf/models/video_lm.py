@@ -20,13 +20,12 @@ it while the backend's head, which retrieval reads, keeps what stage 1 learned.
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import torch
 from torch import nn
 
 from videoqf.backends import VideoTokens, backend_config, build_backend
-from videoqf.backends.base import run_head
+from videoqf.backends.base import HeadInputs, run_head
 from videoqf.data.batch import CACHED_AUDIO, CACHED_AUDIO_MASK, CACHED_FRAMES
 from videoqf.llm.bridge import VideoLLMBridge
 from videoqf.llm.config import MAX_NEW_TOKENS
@@ -39,6 +38,7 @@ from videoqf.modules.standardize import TokenStandardizer
 from videoqf.objectives.vtc import VideoTextContrastive, fill_padded_queries
 from videoqf.objectives.vtm import VideoTextMatching
 from videoqf.qformer import CrossContext
+from videoqf.qformer.masks import encoder_attention_mask
 
 
 class RetrievalHeads(nn.Module):
@@ -191,23 +191,43 @@ class VideoLanguageModel(nn.Module):
         return self.backend(self.frame_features(batch), batch["frame_mask"], audio_tokens=audio_tokens,
                             audio_mask=audio_mask, text_ids=text_ids, text_mask=text_mask)
 
-    def encode_for_llm(self, batch: dict, prompts: list[str] | None, *, encoded: VideoTokens | None = None
-                       ) -> VideoTokens:
+    def head_inputs(self, batch: dict) -> HeadInputs:
+        """What the backend's head cross-attends to for ``batch`` (``VideoBackend.head_inputs``)."""
+        return self.backend.head_inputs(self.frame_features(batch), batch["frame_mask"])
+
+    def encode_for_llm(self, batch: dict, prompts: list[str] | None, *, encoded: VideoTokens | None = None,
+                       head_inputs: HeadInputs | None = None) -> VideoTokens:
         """The tokens the LLM reads: instructed by ``prompts`` (None: the default prompt) when the model is
-        instruction-aware, else the plain ``encode`` (``encoded``, when the caller has it); the head's queries
-        come from the LLM's own head when ``model.llm.own_head``."""
+        instruction-aware, else the plain ``encode`` (``encoded``, when the caller has it). With
+        ``model.llm.own_head`` the head's queries come from the LLM's own head, which reads the backend's head
+        inputs (``head_inputs``, when the caller has them) and the backend's side tokens, never its head pass."""
         batch_size = batch["frame_mask"].shape[0]
         instructions = self.bridge.instructions_for_qformer(prompts, batch_size)
-        vt = encoded if encoded is not None and instructions is None else self.encode(batch, instructions)
         if self.llm_head is None:
-            return vt
-        if vt.context.tokens is None:
-            raise ValueError(f"model.llm.own_head: the {self.config.variant!r} backend's context keeps no encoder "
-                             "tokens for the LLM's head to read")
-        # its own key / value projections: gradients stop at the context's tokens, not in the backend's head
-        context = CrossContext(kv=None, mask=vt.context.mask, tokens=vt.context.tokens, time=vt.context.time)
-        queries, _ = run_head(self.llm_head, context, *self._instruction_ids(instructions, vt.tokens.device))
-        return replace(vt, tokens=torch.cat([queries, vt.tokens[:, vt.head_queries:]], dim=1), query_cache=None)
+            return encoded if encoded is not None and instructions is None else self.encode(batch, instructions)
+        weights = None
+        if encoded is None and self.backend.splits_at_head:
+            inputs = head_inputs if head_inputs is not None else self.head_inputs(batch)
+            side = self.backend.side_tokens(*self.audio_features(batch))
+            dtype = self.llm_head.cross_kv.weight.dtype
+            context = CrossContext(kv=None, mask=encoder_attention_mask(inputs.mask), tokens=inputs.tokens.to(dtype),
+                                   time=None if inputs.time is None else inputs.time.to(dtype))
+            weights = inputs.frame_weights
+        else:
+            vt = encoded if encoded is not None else self.encode(batch, instructions)
+            if vt.context.tokens is None:
+                raise ValueError(f"model.llm.own_head: the {self.config.variant!r} backend's context keeps no "
+                                 "encoder tokens for the LLM's head to read")
+            context = CrossContext(kv=None, mask=vt.context.mask, tokens=vt.context.tokens, time=vt.context.time)
+            side = (vt.tokens[:, vt.head_queries:], vt.mask[:, vt.head_queries:])
+            weights = vt.frame_weights
+        # kv=None: its own key / value projections, so gradients stop at the context's tokens
+        queries, _ = run_head(self.llm_head, context, *self._instruction_ids(instructions, context.tokens.device))
+        tokens, mask = queries, torch.ones(queries.shape[:2], dtype=torch.bool, device=queries.device)
+        if side is not None:
+            tokens, mask = torch.cat([queries, side[0]], dim=1), torch.cat([mask, side[1].bool()], dim=1)
+        return VideoTokens(tokens=tokens, mask=mask, context=context, head_queries=queries.shape[1],
+                           frame_weights=weights)
 
     # -- the head's text passes (the stage-1 losses and retrieval read these) -----------------------
     def head_text_cls(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
