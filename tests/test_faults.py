@@ -236,3 +236,25 @@ def test_resume_refuses_a_changed_experiment(tmp_path):
     with pytest.raises(ValueError, match=changed):
         check_same_experiment(tmp_path, other_data, allow_change=False)
     check_same_experiment(tmp_path, other_data, allow_change=True)
+
+
+def test_a_key_added_since_a_run_was_saved_changes_nothing_at_its_default(tmp_path):
+    from dataclasses import replace
+
+    import yaml
+
+    from videoqf.config import to_yaml
+    from videoqf.experiment import load_experiment
+    from videoqf.recipes.run import CONFIG_NAME, changes_since
+
+    cfg = load_experiment(["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
+                          ["model.llm.arch=causal", "model.llm.path=unset"])
+    saved = yaml.safe_load(to_yaml(cfg))
+    del saved["model"]["objectives"]["vtg_label_smoothing"]  # as a run saved before the key existed
+    (tmp_path / CONFIG_NAME).write_text(yaml.safe_dump(saved))
+    assert changes_since(tmp_path, cfg) == []
+    smoothed = replace(cfg, model=replace(cfg.model, objectives=replace(cfg.model.objectives, vtg_label_smoothing=0.2)))
+    assert changes_since(tmp_path, smoothed) == ["model.objectives.vtg_label_smoothing: 0.1 -> 0.2"]
+    saved["train"]["removed_knob"] = 3  # a key removed since: compared as written
+    (tmp_path / CONFIG_NAME).write_text(yaml.safe_dump(saved))
+    assert "train.removed_knob: 3 -> None" in changes_since(tmp_path, cfg)

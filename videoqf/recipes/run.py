@@ -28,7 +28,7 @@ from videoqf.data.cached import collate_cached
 from videoqf.data.collate import collate_clips
 from videoqf.data.config import build_dataset
 from videoqf.eval.model_eval import evaluate_model
-from videoqf.experiment import ExperimentConfig, StageConfig
+from videoqf.experiment import ExperimentConfig, StageConfig, load_experiment
 from videoqf.io import write_atomic
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.collate import CaptionCollate
@@ -128,8 +128,15 @@ def check_resumable(run_dir: str | Path) -> None:
 
 
 def changes_since(folder: Path, cfg: ExperimentConfig) -> list[str]:
-    """How ``cfg`` differs from the experiment config saved in ``folder`` (``config_changes``' lines)."""
-    return config_changes(yaml.safe_load((folder / CONFIG_NAME).read_text()), yaml.safe_load(to_yaml(cfg)))
+    """How ``cfg`` differs from the experiment config saved in ``folder`` (``config_changes``' lines). The saved
+    config is read through today's schema, so a key added since then counts only where ``cfg`` moves it off its
+    default; a saved config that today's schema refuses (a key removed since) is compared as written."""
+    saved = folder / CONFIG_NAME
+    try:
+        text = to_yaml(load_experiment([saved]))
+    except ValueError:
+        text = saved.read_text()
+    return config_changes(yaml.safe_load(text), yaml.safe_load(to_yaml(cfg)))
 
 
 def check_same_experiment(checkpoint: Path, cfg: ExperimentConfig, *, allow_change: bool) -> None:
