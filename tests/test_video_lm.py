@@ -308,17 +308,3 @@ def test_a_caption_stage_keeps_each_clips_frozen_head_inputs_and_trains_as_it_wo
     training = CaptionLoss()
     training(model, cached)
     assert training.memo.usable is False and not training.memo.rows
-
-
-def test_vtm_fraction_scores_the_matching_pairs_of_that_share_of_the_clips(batch, tmp_path):
-    tok, b = batch
-    torch.manual_seed(0)
-    model = VideoLanguageModel(model_config("cascaded", tmp_path), tok)
-    seen, match = [], model.head_match_output
-    model.head_match_output = lambda context, ids, mask: (seen.append(ids.shape[0]), match(context, ids, mask))[1]
-    for fraction, pairs in ((1.0, 12), (0.5, 6), (0.1, 3)):  # 4 clips of 4 videos: 3 pairs each, at least one clip
-        objectives = replace(model.config.objectives, vtm_fraction=fraction)
-        out = Stage1Loss(objectives)(model, b)
-        assert seen[-1] == pairs and torch.isfinite(out["logs"]["vtm"])
-    with pytest.raises(ValueError, match="vtm_fraction"):
-        replace(model.config.objectives, vtm_fraction=0.0)

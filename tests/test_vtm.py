@@ -64,14 +64,6 @@ def test_matching_pairs_layout_on_rank_one():
     assert labels.tolist() == [1, 1, 0, 0, 0]
 
 
-def test_matching_pairs_of_the_first_rows_only_keep_the_global_numbering():
-    neg = HardNegatives(text_idx=torch.tensor([5, 4, 7]), video_idx=torch.tensor([6, 7, 4]))
-    video_idx, text_idx, labels = matching_pairs(neg, rank=1, rows=2)  # rank 1 of a local batch of 3
-    assert video_idx.tolist() == [3, 4, 3, 4, 6, 7]
-    assert text_idx.tolist() == [3, 4, 5, 4, 3, 4]
-    assert labels.tolist() == [1, 1, 0, 0, 0, 0]
-
-
 def test_vtm_head_matches_reference_values_and_grads():
     torch.manual_seed(0)
     n, q, h = 6, 3, 5

@@ -25,16 +25,11 @@ class ObjectivesConfig:
         similarity of the head's query outputs) added to the stage-1 loss; 0 turns it off.
     adaptive_weighting: weigh VTC / VTM / VTG by learned uncertainty (Kendall et al., 2018) instead of
         the fixed ``*_weight``s, which then only say which losses are on (> 0).
-
-    vtm_fraction: the share of each batch's clips whose three matching pairs (the positive, the video with its
-        hard-negative text, the hard-negative video with the text) VTM scores; BLIP-2 scores them all (1.0).
-        The matching pass costs as much as the rest of the head's passes together at small sizes.
     """
 
     vtc_weight: float = 1.0
     vtm_weight: float = 1.0
     vtg_weight: float = 1.0
-    vtm_fraction: float = 1.0
     embed_dim: int = 256
     temperature_init: float = 0.07
     temperature_min: float = 0.001
@@ -58,8 +53,6 @@ class ObjectivesConfig:
         for name in ("vtc_label_smoothing", "vtg_label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ObjectivesConfig.{name} must lie in [0, 1)")
-        if not 0.0 < self.vtm_fraction <= 1.0:
-            raise ValueError(f"ObjectivesConfig.vtm_fraction must lie in (0, 1], got {self.vtm_fraction}")
         if self.query_diversity_weight < 0:
             raise ValueError("ObjectivesConfig.query_diversity_weight must be >= 0")
         if self.embed_dim <= 0:

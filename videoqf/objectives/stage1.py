@@ -18,8 +18,6 @@ is trained apart; so the audio branch is not run here.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -59,8 +57,7 @@ class Stage1Loss(nn.Module):
             rank = get_rank()
             negatives = sample_hard_negatives(vtc["sim_t2v"], vtc["sim_v2t"], video_ids, vtc["video_ids_all"],
                                               rank, generator=generator)
-            rows = max(1, math.ceil(cfg.vtm_fraction * text_ids.shape[0]))
-            video_idx, text_idx, labels = matching_pairs(negatives, rank, rows)
+            video_idx, text_idx, labels = matching_pairs(negatives, rank)
             context_all = gather_context(vt.context)
             ids_all, mask_all = gather_texts(text_ids, text_mask)
             out = model.head_match_output(context_all.select(video_idx), ids_all[text_idx], mask_all[text_idx])

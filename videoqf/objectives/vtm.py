@@ -80,20 +80,17 @@ def sample_hard_negatives(
     )
 
 
-def matching_pairs(negatives: HardNegatives, rank: int, rows: int | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def matching_pairs(negatives: HardNegatives, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Global (video, text) index pairs and labels for the VTM forward pass.
 
     Order as in BLIP-2: the B positives, then (video i, its negative text), then (negative
-    video, text i); pairs whose negative is -1 are dropped. ``rows``: only the first ``rows`` local clips'
-    pairs (the batch is shuffled, so they are a random subset; ``ObjectivesConfig.vtm_fraction``). Returns
-    video_idx [B'], text_idx [B'], labels [B'] (1 = match, 0 = not), indices into the gathered global batch.
+    video, text i); pairs whose negative is -1 are dropped. Returns video_idx [B'], text_idx [B'],
+    labels [B'] (1 = match, 0 = not), indices into the gathered global batch.
     """
     batch = negatives.text_idx.shape[0]
-    rows = batch if rows is None else rows
-    local = torch.arange(rows, device=negatives.text_idx.device) + rank * batch
-    video_idx = torch.cat([local, local, negatives.video_idx[:rows]])
-    text_idx = torch.cat([local, negatives.text_idx[:rows], local])
+    local = torch.arange(batch, device=negatives.text_idx.device) + rank * batch
+    video_idx = torch.cat([local, local, negatives.video_idx])
+    text_idx = torch.cat([local, negatives.text_idx, local])
     labels = torch.cat([torch.ones_like(local), torch.zeros_like(local), torch.zeros_like(local)])
     keep = (video_idx >= 0) & (text_idx >= 0)
     return video_idx[keep], text_idx[keep], labels[keep]
