@@ -8,7 +8,8 @@ cannot change a result:
 - the inputs need no gradient (no trainable parameter made them) and come out the same when made twice from
   the first batch (no dropout or other randomness on the way);
 - every item's inputs have one shape (clips of one frame count), so that any batch of them stacks;
-- the kept rows stay within ``max_bytes``; items past it are made each time.
+- the kept rows stay within ``max_bytes`` (in host memory, so a GPU run's memory is left alone); items past
+  it are made each time.
 One memo serves one stage of one run (``CaptionLoss`` holds it), in training mode only: evaluation batches number
 their items in another dataset.
 """
@@ -26,8 +27,8 @@ def _tensors(inputs: HeadInputs) -> list[torch.Tensor | None]:
     return [inputs.tokens, inputs.mask, inputs.time, inputs.frame_weights]
 
 
-def _stack(rows: list[list[torch.Tensor | None]]) -> HeadInputs:
-    return HeadInputs(*(None if column[0] is None else torch.stack(column) for column in zip(*rows)))
+def _stack(rows: list[list[torch.Tensor | None]], device: torch.device) -> HeadInputs:
+    return HeadInputs(*(None if column[0] is None else torch.stack(column).to(device) for column in zip(*rows)))
 
 
 class HeadInputsMemo:
@@ -42,7 +43,7 @@ class HeadInputsMemo:
             return model.head_inputs(batch)
         keys = list(zip(batch["path"], batch["index"].tolist()))
         if self.rows and all(key in self.rows for key in keys):
-            return _stack([self.rows[key] for key in keys])
+            return _stack([self.rows[key] for key in keys], batch["frame_mask"].device)
         inputs = model.head_inputs(batch)
         if self.usable is None:
             self.usable = self._fixed(inputs, model.head_inputs(batch))
@@ -66,5 +67,5 @@ class HeadInputsMemo:
         row_bytes = sum(t[0].numel() * t.element_size() for t in columns if t is not None)
         for i, key in enumerate(keys):
             if key not in self.rows and self.bytes + row_bytes <= self.max_bytes:
-                self.rows[key] = [None if t is None else t[i].clone() for t in columns]
+                self.rows[key] = [None if t is None else t[i].to("cpu", copy=True) for t in columns]
                 self.bytes += row_bytes
