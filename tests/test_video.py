@@ -102,6 +102,26 @@ def test_audio_window_equals_decords_own_slice(make_video):
     torch.testing.assert_close(window, reference, atol=1e-5, rtol=0)
 
 
+def test_a_stereo_track_is_mixed_down_as_decord_mixes_it(tmp_path):
+    """A mono float track is read as decoded; any other goes through FFmpeg's resampler to mono."""
+    path, rate = str(tmp_path / "stereo.mp4"), 44_100
+    t = np.arange(3 * rate) / rate
+    left, right = 0.4 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 660 * t)
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("aac", rate=rate)
+        stream.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray(np.stack([left, right]).astype(np.float32), format="fltp", layout="stereo")
+        frame.sample_rate = rate
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    reader = decord.AudioReader(path, sample_rate=-1, mono=True)
+    lo, hi = round(1.25 * rate), round(2.5 * rate)
+    reference = torch.from_numpy(reader[lo:hi].asnumpy()[0]).float()
+    window = read_audio(path, 1.25, 2.5, rate=rate)
+    assert window.shape == (hi - lo,) and reference.abs().max() > 0.1
+    torch.testing.assert_close(window, reference, atol=1e-5, rtol=0)
+
+
 def test_window_past_the_end_is_clamped_with_a_warning(make_video):
     path = make_video(num_frames=32, fps=8)
     with pytest.warns(UserWarning, match="clamped") as caught:
