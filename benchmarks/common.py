@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: machine description and result files (timing: ``videoqf.measure``)."""
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import platform
 import sys
@@ -24,6 +25,31 @@ def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"Python {platform.python_version()}{gpu}")
+
+
+def variant_bench_args(doc: str, *, repeats: int) -> argparse.ArgumentParser:
+    """The options of a benchmark over the embedded default's variants (its own are added to the parser)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default="cascaded,spatiotemporal")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--note", default="", help="a line on the machine's state (e.g. other jobs running)")
+    ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
+    return ap
+
+
+def embedded_model(variant: str, stage: str):
+    """(config, model) of the embedded default's ``variant``, with the parameters of ``stage`` trainable (its world,
+    caption LM and feature cache are made in $VIDEOQF_CACHE when missing)."""
+    from videoqf.llm.tokenizer import load_tokenizer
+    from videoqf.models.groups import lock
+    from videoqf.models.video_lm import VideoLanguageModel
+    from videoqf.recipes.synthetic import CONFIGS, embedded_experiment
+
+    cfg = embedded_experiment(CONFIGS / "variants" / f"{variant}.yaml", [])
+    model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
+    lock(model, cfg.stages[stage].train, cfg.stages[stage].freeze, where=f"stages.{stage}")
+    return cfg, model
 
 
 def write_result(name: str, title: str, body: str) -> Path:

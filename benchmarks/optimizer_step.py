@@ -10,7 +10,6 @@ It builds the embedded default's model, so it makes the synthetic world in $VIDE
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,30 +17,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_result  # noqa: E402
-from videoqf.llm.tokenizer import load_tokenizer  # noqa: E402
+from benchmarks.common import embedded_model, variant_bench_args, write_result  # noqa: E402
 from videoqf.measure import interleaved_medians  # noqa: E402
-from videoqf.models.groups import lock  # noqa: E402
-from videoqf.models.video_lm import VideoLanguageModel  # noqa: E402
-from videoqf.recipes.synthetic import CONFIGS, embedded_experiment  # noqa: E402
 from videoqf.train.optim import param_groups  # noqa: E402
 
 
 def main(argv=None) -> str:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="cascaded,spatiotemporal")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=40)
-    ap.add_argument("--note", default="", help="a line on the machine's state (e.g. other jobs running)")
-    ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
-    args = ap.parse_args(argv)
+    args = variant_bench_args(__doc__, repeats=40).parse_args(argv)
     torch.set_num_threads(args.threads)
     lines = ["| variant | tensors | parameters | per-tensor (ms) | fused (ms) | fused speed-up |",
              "|---|---:|---:|---:|---:|---:|"]
     for variant in args.variants.split(","):
-        cfg = embedded_experiment(CONFIGS / "variants" / f"{variant}.yaml", [])
-        model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
-        lock(model, cfg.stages["stage1"].train, cfg.stages["stage1"].freeze, where="stages.stage1")
+        cfg, model = embedded_model(variant, "stage1")
         params = [p for g in param_groups(model, cfg.train) for p in g["params"]]
         for p in params:
             p.grad = torch.randn_like(p) * 1e-3

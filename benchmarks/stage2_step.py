@@ -15,7 +15,6 @@ $VIDEOQF_CACHE first if missing.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,36 +22,25 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_result  # noqa: E402
-from videoqf.llm.tokenizer import load_tokenizer  # noqa: E402
+from benchmarks.common import embedded_model, variant_bench_args, write_result  # noqa: E402
 from videoqf.measure import interleaved_medians  # noqa: E402
-from videoqf.models.groups import lock  # noqa: E402
-from videoqf.models.video_lm import VideoLanguageModel  # noqa: E402
 from videoqf.objectives.caption import CaptionLoss  # noqa: E402
 from videoqf.recipes.run import datasets, make_collate  # noqa: E402
-from videoqf.recipes.synthetic import CONFIGS, embedded_experiment  # noqa: E402
 
 
 def main(argv=None) -> str:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="cascaded,spatiotemporal")
-    ap.add_argument("--threads", type=int, default=1)
+    ap = variant_bench_args(__doc__, repeats=9)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--note", default="", help="a line on the machine's state (e.g. other jobs running)")
-    ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     lines = ["| variant | full backend pass (ms) | head inputs made every step (ms) | kept (ms) | speed-up, full / kept |",
              "|---|---:|---:|---:|---:|"]
     for variant in args.variants.split(","):
-        cfg = embedded_experiment(CONFIGS / "variants" / f"{variant}.yaml", [])
         torch.manual_seed(0)
-        model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
+        cfg, model = embedded_model(variant, "stage2")
         model.copy_head_for_llm()
         train, _ = datasets(cfg, model)
         batch = make_collate(cfg, model.tokenizer)([train[i] for i in range(args.batch)])
-        lock(model, cfg.stages["stage2"].train, cfg.stages["stage2"].freeze, where="stages.stage2")
         model.train()
         made, kept = CaptionLoss(), CaptionLoss()
         made.memo.usable = False
