@@ -143,7 +143,7 @@ class VideoBackend(nn.Module):
         """What the head cross-attends to for these frames. A backend whose tokens are one head pass over
         them implements it, so that the LLM's own head (``model.llm.own_head``) reads them without the
         backend's head pass (``splits_at_head``)."""
-        raise NotImplementedError(f"the {type(self).__name__} does not hand out its head's inputs")
+        raise NotImplementedError(f"{type(self).__name__} does not hand out its head's inputs")
 
     @property
     def splits_at_head(self) -> bool:

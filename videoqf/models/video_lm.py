@@ -205,7 +205,6 @@ class VideoLanguageModel(nn.Module):
         instructions = self.bridge.instructions_for_qformer(prompts, batch_size)
         if self.llm_head is None:
             return encoded if encoded is not None and instructions is None else self.encode(batch, instructions)
-        weights = None
         if encoded is None and self.backend.splits_at_head:
             inputs = head_inputs if head_inputs is not None else self.head_inputs(batch)
             side = self.backend.side_tokens(*self.audio_features(batch))
