@@ -27,6 +27,15 @@ def machine() -> str:
             f"Python {platform.python_version()}{gpu}")
 
 
+def matmul_flops(n: int = 2048, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 repeats: int = 5, sync=None) -> float:
+    """FLOP/s of one n x n matrix product (median of ``repeats``): how fast the machine is at this moment."""
+    from videoqf.measure import interleaved_medians
+
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    return 2 * n**3 / interleaved_medians({"mm": lambda: a @ b}, repeats=repeats, sync=sync or (lambda: None))["mm"]
+
+
 def variant_bench_args(doc: str, *, repeats: int) -> argparse.ArgumentParser:
     """The options of a benchmark over the embedded default's variants (its own are added to the parser)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

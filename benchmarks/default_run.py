@@ -5,7 +5,9 @@ caption LM and feature cache are made first if missing: with --cache-dir pointin
 wall time is a first run's on a fresh machine), and
 writes the figures with pass / fail against the floors: wall time within 8 minutes on a 2-core machine (the
 speed issue's floor; its goal is 5), text-to-video R@1 >= 0.5 on the held-out clips, and generated captions
-naming the right events in the right order on at least half of them.
+naming the right events in the right order on at least half of them. Each run's time is split by where it went
+(from the cache's markers and the stages' metrics.jsonl times), and a 2048 x 2048 matrix product's speed is
+measured before and after, since a shared machine's speed moves from hour to hour.
 
     python benchmarks/default_run.py --variants cascaded,spatiotemporal
 """
@@ -19,12 +21,43 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import matmul_flops, write_result  # noqa: E402
 from videoqf.eval.synthetic import EVENT_SLOTS  # noqa: E402
 
 FLOORS = {"wall_s": 480.0, "t2v_r1": 0.5, "caption_order_acc": 0.5}
+
+
+def _stage_times(run_dir: Path) -> list[tuple[str, float, float]]:
+    """(stage, first, last) Unix times of each stage's metrics.jsonl lines, in the order they ran."""
+    spans = []
+    for metrics in run_dir.glob("*/metrics.jsonl"):
+        times = [json.loads(line).get("time") for line in metrics.read_text().splitlines() if line]
+        if times and None not in times:
+            spans.append((metrics.parent.name, times[0], times[-1]))
+    return sorted(spans, key=lambda span: span[1])
+
+
+def time_split(run_dir: Path, start: float, cache: Path | None) -> str:
+    """Where a run's wall time went, as a table: the made world and caption LM (a cold run's markers in
+    ``cache``), then each stage from its first to its last logged line, and what came between and after."""
+    marks = [("start-up and the synthetic world", "synthetic-v*/.complete"),
+             ("caption LM (the features beside it)", "caption-lm-*/.complete")] if cache else []
+    rows, last = [], start
+    for label, pattern in marks:
+        found = sorted(cache.glob(pattern), key=lambda m: m.stat().st_mtime)
+        if found and found[-1].stat().st_mtime > start:
+            rows.append((label, found[-1].stat().st_mtime - last))
+            last = found[-1].stat().st_mtime
+    for name, first, end in _stage_times(run_dir):
+        rows.append((f"before {name} (the features' rest, model, data, engine)", first - last))
+        rows.append((f"{name} (its training, from setup to the last save)", end - first))
+        last = end
+    rows.append(("final evaluation and exit", (run_dir / "results.json").stat().st_mtime - last))
+    return "| part | s |\n|---|---:|\n" + "".join(f"| {label} | {secs:.0f} |\n" for label, secs in rows)
 
 
 def main(argv=None) -> None:
@@ -39,7 +72,8 @@ def main(argv=None) -> None:
     if args.cache_dir:
         cold = not Path(args.cache_dir).exists() or not any(Path(args.cache_dir).iterdir())
         env["VIDEOQF_CACHE"] = args.cache_dir
-    rows = []
+    rows, splits = [], []
+    speed = [matmul_flops()]
     for variant in args.variants.split(","):
         run_dir = Path(args.runs) / f"{variant}-{time.strftime('%Y%m%d-%H%M%S')}"
         start = time.time()
@@ -48,6 +82,9 @@ def main(argv=None) -> None:
         wall = time.time() - start
         metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
         rows.append((variant, wall, metrics))
+        splits.append(f"{variant}:\n\n" + time_split(run_dir, start, Path(args.cache_dir) if cold and not splits
+                                                         else None))
+    speed.append(matmul_flops())
     lines = ["| variant | held-out clips | wall (s) | t2v R@1 | v2t R@1 | t2v R@5 | caption order acc | caption sound acc | CIDEr | "
              "event word acc | head: caption order acc | head: event word acc | order pair acc | LLM: order pair acc | "
              "LLM: sound pair acc | floors met |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -79,7 +116,10 @@ def main(argv=None) -> None:
             + "\n\nThe events' words in place by word place (`event_<place>_acc`, over all held-out events): "
             "\"a red square moves left\" has colour, shape, action and detail (the direction of \"moves\", the "
             "new colour of \"turns\"; \"appears\" has none). Chance: colour 0.25, shape and action 0.33, "
-            "detail 0.25 (direction) or 0.33 (new colour).\n\n" + "\n".join(places))
+            "detail 0.25 (direction) or 0.33 (new colour).\n\n" + "\n".join(places)
+            + "\n\nWhere the time went:\n\n" + "\n".join(splits)
+            + f"\nThe machine's speed, a 2048 x 2048 float32 matrix product at {torch.get_num_threads()} torch "
+            f"threads: {speed[0] / 1e9:.0f} GFLOP/s before the runs, {speed[1] / 1e9:.0f} after.")
     print(body)
     first = rows[0][0]  # a first run is written per variant that paid for the cache, so both kinds of run are kept
     print("wrote", write_result(f"default_run-cold-{first}" if cold else "default_run",

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import matmul_flops, write_result  # noqa: E402
 from videoqf.measure import interleaved_medians, saved_bytes  # noqa: E402
 from videoqf.qformer import QFormer  # noqa: E402
 
@@ -103,9 +103,7 @@ def main(argv=None) -> str:
     flops = {name: {"fwd": count_flops(f), "step": count_flops(step(f))}  # forward: the same work with grad on
              for name, f in (("hf", hf_fwd), ("ours", ours_fwd))}
     n = 2048 if not args.quick else 512
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    mm = interleaved_medians({"mm": lambda: a @ b}, repeats=args.repeats, sync=sync)["mm"]
-    peak_flops = 2 * n**3 / mm
+    peak_flops = matmul_flops(n, device=device, dtype=dtype, repeats=args.repeats, sync=sync)
     mem = {name: saved_bytes(lambda f=f: f().float().square().mean()) for name, f in
            (("hf", hf_fwd), ("ours", ours_fwd))}
     for m in (hf, ours):

@@ -7,6 +7,7 @@ become parallel. We report the mean pairwise cosine similarity of the query outp
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def truncate_metrics(output_dir: str | Path, last_step: int) -> None:
 class RunLogger:
     """Logs on rank 0 only; every method is a no-op on the other ranks.
 
-    ``log(step, metrics, kind)`` writes one JSON object ``{"step", "kind", **metrics}`` to
+    ``log(step, metrics, kind)`` writes one JSON object ``{"step", "kind", "time", **metrics}`` (time: Unix seconds) to
     ``metrics.jsonl`` and each number as a TensorBoard scalar ``<kind>/<name>``; ``advance`` moves the bar.
     """
 
@@ -64,7 +65,8 @@ class RunLogger:
     def log(self, step: int, metrics: dict[str, Any], kind: str = "train") -> None:
         if not self.active:
             return
-        self.jsonl.write(json.dumps({"step": step, "kind": kind, **metrics}) + "\n")
+        # the wall-clock time lets a reader split a run's time by stage (benchmarks/default_run.py)
+        self.jsonl.write(json.dumps({"step": step, "kind": kind, "time": round(time.time(), 3), **metrics}) + "\n")
         self.jsonl.flush()
         for name, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
