@@ -192,8 +192,8 @@ AUDIO_PREROLL_SECONDS = 0.1
 
 
 def _mono_samples(frame: av.AudioFrame, to_mono: av.AudioResampler) -> list[np.ndarray]:
-    """The frame's samples, mono float32; a mono float frame as it is (the resampler would copy it, at a quarter of
-    the embedded default's feature extraction)."""
+    """The frame's samples, mono float32; a mono float frame as it is, since the resampler would only copy it
+    (``benchmarks/audio_read.py``)."""
     if frame.format.name in ("flt", "fltp") and frame.layout.nb_channels == 1 and frame.sample_rate == to_mono.rate:
         return [frame.to_ndarray().reshape(-1)]
     return [out.to_ndarray()[0] for out in to_mono.resample(frame)]

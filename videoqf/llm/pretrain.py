@@ -99,7 +99,7 @@ def pretrain_caption_lm(
                                     heads=config.n_head, slots=slots) if slots else None)
     params = list(model.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
     model.train()
-    # one fused kernel over the many small tensors: 6-8% of a step here (benchmarks/results/first_run.md)
+    # one fused kernel over the many small tensors (measured in benchmarks/results/first_run.md)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
     losses = []
