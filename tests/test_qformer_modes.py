@@ -142,6 +142,42 @@ def test_folded_projections_equal_projected_context(batch):
     assert folded_grads["encoder tokens"][0, 6:].abs().sum() == 0  # padded tokens get no gradient
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_layernorm_folds_into_the_folded_projections(batch, bias):
+    """encode_context(..., norm=ln) with frozen tokens and a folding pass reads the tokens through ln's scale and
+    shift by way of the key/value weights: the outputs and every gradient (ln's included) are those of ln applied
+    first, and the context holds the tokens normalised only; tokens that need a gradient get ln applied."""
+    enc, text, mask = batch
+    enc_mask = torch.ones(2, 10, dtype=torch.bool)
+    enc_mask[0, 6:] = False
+    q = build(num_queries=4, hidden_dropout=0.0, attention_dropout=0.0).train()
+    ln = torch.nn.LayerNorm(enc.shape[-1], bias=bias)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        if bias:
+            ln.bias.normal_(0, 0.5)
+    results = []
+    for fold in (False, True):
+        q.zero_grad()
+        ln.zero_grad()
+        context = (q.encode_context(enc, enc_mask, reuse=False, norm=ln) if fold
+                   else q.encode_context(ln(enc), enc_mask, reuse=False))
+        assert (context.affine is not None) == fold
+        out = q(context=context, text_ids=text, text_mask=mask, mode="bidirectional")
+        (out.query_output.square().mean() + out.text_output.square().mean()).backward()
+        grads = {n: p.grad.clone() for n, p in [*q.named_parameters(), *ln.named_parameters()] if p.grad is not None}
+        results.append((out.query_output.detach(), grads, context.tokens))
+    (plain, grads, _), (folded, folded_grads, tokens) = results
+    assert torch.allclose(plain, folded, atol=1e-5)
+    assert grads.keys() == folded_grads.keys() and "weight" in grads
+    for name, grad in grads.items():
+        assert torch.allclose(grad, folded_grads[name], atol=1e-5), name
+    assert not tokens.requires_grad
+    assert torch.allclose(tokens.mean(-1), torch.zeros(2, 10), atol=1e-5)  # normalised, not yet scaled
+    trained = enc.clone().requires_grad_()
+    assert q.encode_context(trained, reuse=False, norm=ln).affine is None
+
+
 def test_gradient_checkpointing_keeps_outputs_and_grads(batch):
     enc, text, mask = batch
     q = build(hidden_dropout=0.0, attention_dropout=0.0).train()

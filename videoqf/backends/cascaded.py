@@ -129,13 +129,14 @@ class CascadedBackend(VideoBackend):
 
     def head_inputs(self, frame_features, frame_mask) -> HeadInputs:
         frame_mask = check_frames(frame_features, frame_mask, self.vision_width)
-        features = self.ln_vision(frame_features)
         position = self.frame_position(frame_mask)[:, :, None] if self.frame_position is not None else None
         if position is not None and self.config.pe_position == "features":
-            features = features + position
-        queries = frame_queries(
-            self.frame_qformer, self.frame_qformer.encode_context(features[frame_mask], reuse=False), frame_mask
-        )  # [B, T, Qf, Hf]; one pass over the frames, so the projections may fold into the queries
+            context = self.frame_qformer.encode_context((self.ln_vision(frame_features) + position)[frame_mask],
+                                                        reuse=False)
+        else:
+            context = self.frame_qformer.encode_context(frame_features[frame_mask], reuse=False, norm=self.ln_vision)
+        # [B, T, Qf, Hf]; one pass over the frames, so the projections (and ln_vision) may fold into the queries
+        queries = frame_queries(self.frame_qformer, context, frame_mask)
         if position is not None and self.config.pe_position == "queries":
             queries = queries + position
         return HeadInputs(tokens=rearrange(queries, "b t q h -> b (t q) h"),

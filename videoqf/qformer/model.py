@@ -12,7 +12,8 @@ Three things differ from LAVIS / transformers, without changing the function com
 - for a single pass (``encode_context(..., reuse=False)``, and a direct call with ``encoder_tokens``) the
   projections are folded into the queries instead when that is faster (``folds_cheaper``: a quarter of the
   FLOPs or fewer, e.g. the embedded default's frame Q-Former, 4 heads x 4 queries at width 128, not BLIP-2's
-  12 x 32 at 768; see ``modules.attention.attend_folded``), in training too;
+  12 x 32 at 768; see ``modules.attention.attend_folded``), in training too, with a LayerNorm the tokens are
+  read through (``ln_vision``) folded in as well, so frozen tokens get no gradient made for them;
 - self-attention uses one fused QKV projection.
 
 Notation: B batch, Q queries, L text length, N encoder tokens, W encoder width, H hidden.
@@ -45,7 +46,9 @@ class CrossContext:
     Q-Former may read them through its own projections), or None;
     time: [B, T, W] a time embedding per frame of ``T`` frames of N / T tokens each (frame-major), which the
     timed query groups (``QFormerConfig.timed_groups``) read added to the tokens, or None;
-    time_kv: the keys/values of the tokens with ``time`` added, per cross-attention layer (None with ``kv``).
+    time_kv: the keys/values of the tokens with ``time`` added, per cross-attention layer (None with ``kv``);
+    affine: (scale [W], shift [W] or None) of a LayerNorm the folded layers apply to ``tokens`` through their
+    weights (``tokens`` are then normalised but not yet scaled and shifted), or None.
     """
 
     kv: list[KeyValue] | None
@@ -53,6 +56,7 @@ class CrossContext:
     tokens: torch.Tensor | None = None
     time: torch.Tensor | None = None
     time_kv: list[KeyValue] | None = None
+    affine: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -69,6 +73,7 @@ class CrossContext:
             tokens=None if self.tokens is None else self.tokens[index],
             time=None if self.time is None else self.time[index],
             time_kv=rows(self.time_kv),
+            affine=self.affine,
         )
 
     def timed_tokens(self) -> torch.Tensor:
@@ -220,12 +225,16 @@ class QFormer(nn.Module):
         return 4 * self.config.num_heads * self.config.num_queries <= self.config.hidden_size
 
     def encode_context(self, encoder_tokens: torch.Tensor, encoder_mask: torch.Tensor | None = None, *,
-                       reuse: bool = True, time: torch.Tensor | None = None) -> CrossContext:
+                       reuse: bool = True, time: torch.Tensor | None = None,
+                       norm: nn.LayerNorm | None = None) -> CrossContext:
         """encoder_tokens [B, N, W], encoder_mask [B, N] bool -> keys/values for every cross layer.
 
         reuse=False says the context serves one pass: the tokens are then kept unprojected when folding
         the projections into the queries is cheaper (``folds_cheaper``). time: [B, T, W] a time embedding per
-        frame (the N tokens are T frames' in turn), read by the timed query groups only."""
+        frame (the N tokens are T frames' in turn), read by the timed query groups only. norm: a LayerNorm
+        the tokens are read through (BLIP-2's ``ln_vision``); when the projections fold and the tokens need no
+        gradient, its scale and shift fold into them too, so autograd makes no [B, N, W] gradient for the
+        tokens, only one for the LayerNorm's two vectors."""
         if encoder_tokens.shape[-1] != self.config.encoder_width:
             raise ValueError(
                 f"encoder tokens are {encoder_tokens.shape[-1]} wide but qformer.encoder_width="
@@ -235,9 +244,16 @@ class QFormer(nn.Module):
             raise ValueError(f"a time embedding of {time.shape[1]} frames over {encoder_tokens.shape[1]} tokens needs "
                              "timed query groups (qformer.timed_groups) and a whole number of tokens per frame")
         mask = encoder_attention_mask(encoder_mask)
+        folds = not reuse and self.folds_cheaper
+        if norm is not None:
+            if folds and time is None and norm.elementwise_affine and not encoder_tokens.requires_grad:
+                tokens = nn.functional.layer_norm(encoder_tokens, norm.normalized_shape, eps=norm.eps)
+                return CrossContext(kv=None, mask=mask, tokens=tokens.to(self.cross_kv.weight.dtype),
+                                    affine=(norm.weight, norm.bias))
+            encoder_tokens = norm(encoder_tokens)
         tokens = encoder_tokens.to(self.cross_kv.weight.dtype)
         time = None if time is None else time.to(tokens.dtype)
-        if not reuse and self.folds_cheaper:
+        if folds:
             return CrossContext(kv=None, mask=mask, tokens=tokens, time=time)
         kv = self._project(self.cross_kv(tokens))
         time_kv = None
@@ -255,14 +271,22 @@ class QFormer(nn.Module):
                  for t in projected.split(self.config.hidden_size, dim=-1)]
         return list(zip(parts[0::2], parts[1::2]))
 
-    def folded_layers(self, tokens: torch.Tensor) -> list[FoldedTokens]:
-        """Per cross-attention layer: the tokens with that layer's slices of the joint key/value projection."""
+    def folded_layers(self, tokens: torch.Tensor, affine=None) -> list[FoldedTokens]:
+        """Per cross-attention layer: the tokens with that layer's slices of the joint key/value projection.
+
+        affine: (scale, shift) the tokens are to be read through (``CrossContext.affine``): W (s * x + t) + b is
+        (W s) x + (W t + b), and the keys' share of the shift is the same for every token, so softmax drops it."""
         hidden, width = self.config.hidden_size, self.config.encoder_width
         # one unbind into [k_0, v_0, k_1, ...]: its backward is one stack, where selecting slices in turn
         # would zero-fill a full-size gradient per slice
         weights = self.cross_kv.weight.view(-1, hidden, width).unbind(0)
         biases = self.cross_kv.bias.view(-1, hidden).unbind(0)
-        return [FoldedTokens(tokens, k, v, bv) for k, v, bv in zip(weights[0::2], weights[1::2], biases[1::2])]
+        layers = zip(weights[0::2], weights[1::2], biases[1::2])
+        if affine is None:
+            return [FoldedTokens(tokens, k, v, bv) for k, v, bv in layers]
+        scale, shift = affine
+        return [FoldedTokens(tokens, k * scale, v * scale, bv if shift is None else bv + v @ shift)
+                for k, v, bv in layers]
 
     def forward(
         self,
@@ -336,7 +360,8 @@ class QFormer(nn.Module):
         cross_kv = time_kv = None
         timed = self.config.timed_queries
         if context is not None:
-            cross_kv = iter(context.kv if context.kv is not None else self.folded_layers(context.tokens))
+            cross_kv = iter(context.kv if context.kv is not None
+                            else self.folded_layers(context.tokens, context.affine))
             if context.time is not None and timed is not None and num_queries:
                 if num_queries != self.config.num_queries:
                     raise ValueError(f"the timed query groups are positions {timed.start}..{timed.stop - 1} of "
