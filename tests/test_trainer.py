@@ -82,6 +82,29 @@ def test_param_groups():
         Trainer(model, ToyDataset(4), None, TrainConfig(max_steps=1), output_dir="unused")
 
 
+def test_the_trainer_clips_as_deepspeed_would(tmp_path):
+    """On DeepSpeed's plain fp32 path the trainer clips with the gradient norm it computes anyway: the same
+    training as DeepSpeed clipping itself (a template with the clip written in), and not a run without clipping."""
+    template = json.loads((Path(__file__).parents[1] / "configs" / "deepspeed" / "zero0.json").read_text())
+    written = tmp_path / "zero0-clip.json"
+    written.write_text(json.dumps({**template, "gradient_clipping": 0.05}))
+    assert build_ds_config(TrainConfig(grad_clip=0.05), 1)["gradient_clipping"] == 0.0  # left to the trainer
+    assert build_ds_config(TrainConfig(grad_clip=0.05, zero_stage=2), 1)["gradient_clipping"] == 0.05
+    states, norms = [], []
+    for name, kw in [("trainer", dict(grad_clip=0.05)), ("deepspeed", dict(grad_clip=0.0, deepspeed_config=str(written))),
+                     ("none", dict(grad_clip=0.0))]:
+        run = make_config(tmp_path, name, **kw)
+        trainer = make_trainer(run)
+        trainer.fit()
+        states.append(trainable_state(trainer.engine.module))
+        norms.append([r["grad_norm"] for r in read_metrics(run)])
+    (ours, theirs, unclipped), (our_norms, _, _) = states, norms
+    assert min(our_norms) > 0.05  # every step was clipped
+    for name, value in ours.items():
+        assert torch.allclose(value, theirs[name], atol=1e-6), name
+    assert any(not torch.allclose(value, unclipped[name], atol=1e-4) for name, value in ours.items())
+
+
 def test_lr_schedule():
     f = [lr_factor(s, warmup_steps=2, total_steps=10, min_lr_ratio=0.1) for s in range(12)]
     assert f[:3] == [0.5, 1.0, 1.0]

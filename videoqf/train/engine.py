@@ -132,11 +132,14 @@ def build_ds_config(config: TrainConfig, world_size: int) -> dict[str, Any]:
     if stage != config.zero_stage:
         raise ValueError(f"{path}: zero_optimization.stage={stage} but train.zero_stage={config.zero_stage}")
     precision = resolve_precision(config.precision)
+    # DeepSpeed's plain fp32 path (ZeRO 0) clips after a gradient norm of its own; the trainer computes the norm
+    # anyway (for the log and the finite check), so it clips there instead, by the same rule
+    trainer_clips = stage == 0 and precision == "fp32"
     values = {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
         "gradient_accumulation_steps": config.grad_accum,
         "train_batch_size": config.micro_batch_size * config.grad_accum * world_size,
-        "gradient_clipping": config.grad_clip,
+        "gradient_clipping": 0.0 if trainer_clips else config.grad_clip,
         "bf16.enabled": precision == "bf16",
         "fp16.enabled": precision == "fp16",
     }
@@ -153,4 +156,7 @@ def build_engine(model: nn.Module, config: TrainConfig, total_steps: int) -> dee
     scheduler = build_scheduler(optimizer, config, total_steps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=build_ds_config(config, dist.get_world_size()))
+    if dist.get_world_size() == 1 and config.zero_stage == 0:
+        # one rank: the all-reduce would only copy every gradient into flat buckets and back
+        engine.enable_backward_allreduce = False
     return engine

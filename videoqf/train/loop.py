@@ -215,13 +215,17 @@ class Trainer:
         if skipped:
             self._skip_step()
             return "non-finite loss", {}, None, None
-        grad_norm = None if hasattr(engine.optimizer, "_global_grad_norm") else self._local_grad_norm()
+        grads = None if hasattr(engine.optimizer, "_global_grad_norm") else [
+            p for p in engine.module.parameters() if p.grad is not None]
+        grad_norm = None if grads is None else float(torch.nn.utils.get_total_norm([p.grad for p in grads]))
         if grad_norm is not None:
             finite = torch.tensor([float(math.isfinite(grad_norm))])
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() == 0:
                 self._skip_step()
                 return "non-finite gradient", {}, None, None
+            if self.config.grad_clip > 0 and engine.gradient_clipping() == 0:  # build_ds_config left it to us
+                torch.nn.utils.clip_grads_with_norm_(grads, self.config.grad_clip, torch.tensor(grad_norm))
         engine.step()
         if not engine.was_step_applied():  # ZeRO found a non-finite gradient norm and skipped the update
             engine.lr_scheduler.step()
@@ -232,11 +236,6 @@ class Trainer:
         means = torch.stack([loss_sum, *(logs_sum[n] for n in names)]) / (gas * self.world_size)
         dist.all_reduce(means)
         return means[0], dict(zip(names, means[1:])), query, grad_norm
-
-    def _local_grad_norm(self) -> float:
-        """Norm of the (already all-reduced) gradients, where DeepSpeed's plain-optimizer path keeps none."""
-        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
     # ------------------------------------------------------------------------------------------- fit
     def fit(self, resume: str | Path | None = None, *, allow_config_change: bool = False) -> dict[str, float]:
