@@ -18,7 +18,7 @@ from _toy import ToyDataset, ToyModel, ToyRun, trainable_state
 from videoqf.config import ConfigError, load_config
 from videoqf.train import checkpoint as ckpt
 from videoqf.train.config import TrainConfig
-from videoqf.train.data import MicroBatchStream, ResumableDistributedSampler
+from videoqf.train.data import MicroBatchStream, ResumableDistributedSampler, SeededDataset
 from videoqf.train.engine import build_ds_config, resolve_precision
 from videoqf.train.logging import RunLogger, query_collapse
 from videoqf.train.loop import Trainer, TrainingDiverged
@@ -161,6 +161,18 @@ def test_sampler_shards_and_resumes():
     workers = MicroBatchStream(data, None, micro_batch_size=2, seed=0, rank=0, world_size=1, num_workers=2)
     for a in batches[:5]:  # worker processes draw the same noise: it is seeded per sample, not per worker
         assert torch.equal(a["x"], workers.next()["x"])
+
+
+def test_a_micro_batch_is_fetched_under_each_items_seed_and_leaves_the_training_rng_alone():
+    seeded = SeededDataset(ToyDataset(10))
+    items = [(3, 11), (7, 12), (3, 13)]
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    batch = seeded.__getitems__(items)
+    assert torch.equal(torch.get_rng_state(), before)
+    for item, got in zip(items, batch):
+        assert torch.equal(got["x"], seeded[item]["x"])
+    assert not torch.equal(batch[0]["x"], batch[2]["x"])  # one clip, two seeds: two draws of its noise
 
 
 def test_query_collapse_metric_and_warning(tmp_path):

@@ -63,14 +63,21 @@ class SeededDataset(Dataset):
         self.dataset = dataset
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
-        index, seed = item
+        return self.__getitems__([item])[0]
+
+    def __getitems__(self, items: list[tuple[int, int]]) -> list[Any]:
+        """A micro-batch (DataLoader's batched fetch) under one saving and restoring of the RNG states, which
+        costs more than the seeding; each item is still made under its own seed."""
         with isolated_rng(cuda=False):  # no CUDA: this may run in a forked DataLoader worker
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            # the CPU generator only: torch.manual_seed also queues a seeding of every device backend (cuda,
-            # xpu, mtia) with a stack trace each, 0.2 ms a call against 2 us
-            torch.default_generator.manual_seed(seed)
-            return self.dataset[index]
+            out = []
+            for index, seed in items:
+                random.seed(seed)
+                np.random.seed(seed % 2**32)
+                # the CPU generator only: torch.manual_seed also queues a seeding of every device backend (cuda,
+                # xpu, mtia) with a stack trace each, 0.2 ms a call against 2 us
+                torch.default_generator.manual_seed(seed)
+                out.append(self.dataset[index])
+            return out
 
 
 class MicroBatchStream:
