@@ -88,7 +88,8 @@ class Trainer:
         self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
-        self.num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.trained_params = [p for p in model.parameters() if p.requires_grad]  # not the frozen LLM's, each step
+        self.num_trainable = sum(p.numel() for p in self.trained_params)
         self.stream = MicroBatchStream(train_dataset, collate_fn, micro_batch_size=config.micro_batch_size,
                                        seed=config.seed, rank=self.rank, world_size=self.world_size,
                                        num_workers=config.num_workers)
@@ -216,7 +217,7 @@ class Trainer:
             self._skip_step()
             return "non-finite loss", {}, None, None
         grads = None if hasattr(engine.optimizer, "_global_grad_norm") else [
-            p for p in engine.module.parameters() if p.grad is not None]
+            p for p in self.trained_params if p.grad is not None]
         grad_norm = None if grads is None else float(torch.nn.utils.get_total_norm([p.grad for p in grads]))
         if grad_norm is not None:
             finite = torch.tensor([float(math.isfinite(grad_norm))])
