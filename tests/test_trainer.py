@@ -91,8 +91,9 @@ def test_the_trainer_clips_as_deepspeed_would(tmp_path):
     assert build_ds_config(TrainConfig(grad_clip=0.05), 1)["gradient_clipping"] == 0.0  # left to the trainer
     assert build_ds_config(TrainConfig(grad_clip=0.05, zero_stage=2), 1)["gradient_clipping"] == 0.05
     states, norms = [], []
-    for name, kw in [("trainer", dict(grad_clip=0.05)), ("deepspeed", dict(grad_clip=0.0, deepspeed_config=str(written))),
-                     ("none", dict(grad_clip=0.0))]:
+    runs = {"trainer": dict(grad_clip=0.05), "deepspeed": dict(grad_clip=0.0, deepspeed_config=str(written)),
+            "none": dict(grad_clip=0.0)}
+    for name, kw in runs.items():
         run = make_config(tmp_path, name, **kw)
         trainer = make_trainer(run)
         trainer.fit()

@@ -216,9 +216,10 @@ class Trainer:
         if skipped:
             self._skip_step()
             return "non-finite loss", {}, None, None
-        grads = None if hasattr(engine.optimizer, "_global_grad_norm") else [
+        # DeepSpeed's plain-optimizer path keeps no gradient norm: it is computed here from the all-reduced gradients
+        with_grad = None if hasattr(engine.optimizer, "_global_grad_norm") else [
             p for p in self.trained_params if p.grad is not None]
-        grad_norm = None if grads is None else float(torch.nn.utils.get_total_norm([p.grad for p in grads]))
+        grad_norm = None if with_grad is None else float(torch.nn.utils.get_total_norm([p.grad for p in with_grad]))
         if grad_norm is not None:
             finite = torch.tensor([float(math.isfinite(grad_norm))])
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -226,7 +227,7 @@ class Trainer:
                 self._skip_step()
                 return "non-finite gradient", {}, None, None
             if self.config.grad_clip > 0 and engine.gradient_clipping() == 0:  # build_ds_config left it to us
-                torch.nn.utils.clip_grads_with_norm_(grads, self.config.grad_clip, torch.tensor(grad_norm))
+                torch.nn.utils.clip_grads_with_norm_(with_grad, self.config.grad_clip, torch.tensor(grad_norm))
         engine.step()
         if not engine.was_step_applied():  # ZeRO found a non-finite gradient norm and skipped the update
             engine.lr_scheduler.step()
