@@ -24,13 +24,15 @@ LOWER_IS_BETTER = {"query_collapse"}
 EXPECTED = (
     ("temporal PE on vs off", "cascaded", "cascaded-nope", ("order_pair_acc", "caption_order_acc")),
     ("audio on vs off", "cascaded", "cascaded-noaudio", ("lm_sound_pair_acc", "caption_sound_acc")),
-    ("FFN experts on vs off", "spatiotemporal", "spatiotemporal-noexperts", ("t2v_r1", "cider", "caption_order_acc")),
+    ("FFN experts on vs off", "spatiotemporal", "spatiotemporal-noexperts",
+     ("t2v_r1", "cider", "order_pair_acc", "caption_order_acc")),
     ("every expert reads time vs only T-FFN's and SM-FFN's queries", "spatiotemporal", "spatiotemporal-roles",
-     ("caption_order_acc", "t2v_r1")),
+     ("order_pair_acc", "caption_order_acc", "t2v_r1")),
     ("temporal PE on vs off (spatiotemporal)", "spatiotemporal", "spatiotemporal-nope",
      ("order_pair_acc", "caption_order_acc")),
-    ("attentive pooling on vs off", "spatiotemporal", "spatiotemporal-nopool", ("t2v_r1", "caption_order_acc")),
-    ("4 vs 8 frame queries", "cascaded", "cascaded-8q", ("caption_order_acc", "t2v_r1")),
+    ("attentive pooling on vs off", "spatiotemporal", "spatiotemporal-nopool",
+     ("t2v_r1", "order_pair_acc", "caption_order_acc")),
+    ("4 vs 8 frame queries", "cascaded", "cascaded-8q", ("order_pair_acc", "caption_order_acc", "t2v_r1")),
 )
 
 # Variants with no temporal position anywhere: a clip and its reordered partner differ to them only by float
