@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from videoqf.qformer import CrossContext, QFormer, QFormerConfig
+from videoqf.qformer.model import take_rows
 
 
 def build(seed=0, **kw):
@@ -110,6 +111,20 @@ def test_shared_context_equals_recompute(batch):
         swapped = q(context=ctx.select(torch.tensor([1, 0])), text_ids=text, text_mask=mask, mode="bidirectional")
         direct = q(enc.flip(0), text_ids=text, text_mask=mask, mode="bidirectional")
     assert torch.allclose(swapped.query_output, direct.query_output, atol=1e-6)
+
+
+@pytest.mark.parametrize("index", [[0, 1, 2, 0, 1, 2, 2, 0, 0], [2, 0, 1], [0, 1, 2], [1, 1], [0, 1, 2, 0]])
+def test_taking_rows_equals_indexing_values_and_gradients(index):
+    """take_rows passes the stretches that run through every row in order (a matching pass's positives) as the
+    tensor itself; the rows and the gradients are indexing's."""
+    t = torch.randn(3, 2, 4, requires_grad=True)
+    index = torch.tensor(index)
+    weights = torch.randn(len(index), 2, 4)
+    (take_rows(t, index) * weights).sum().backward()
+    grad, t.grad = t.grad, None
+    (t[index] * weights).sum().backward()
+    assert torch.equal(take_rows(t, index), t[index])
+    assert torch.allclose(grad, t.grad)
 
 
 def test_folded_projections_equal_projected_context(batch):

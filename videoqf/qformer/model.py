@@ -64,17 +64,26 @@ class CrossContext:
 
     def select(self, index: torch.Tensor) -> "CrossContext":
         """Rows ``index`` of the batch (e.g. the videos paired with hard-negative texts)."""
-        def rows(kv):
-            return None if kv is None else [(k[index], v[index]) for k, v in kv]
+        def pick(t):
+            return None if t is None else take_rows(t, index)
 
-        return CrossContext(
-            kv=rows(self.kv),
-            mask=None if self.mask is None else self.mask[index],
-            tokens=None if self.tokens is None else self.tokens[index],
-            time=None if self.time is None else self.time[index],
-            time_kv=rows(self.time_kv),
-            affine=self.affine,
-        )
+        def rows(kv):
+            return None if kv is None else [(pick(k), pick(v)) for k, v in kv]
+
+        return CrossContext(kv=rows(self.kv), mask=pick(self.mask), tokens=pick(self.tokens), time=pick(self.time),
+                            time_kv=rows(self.time_kv), affine=self.affine)
+
+
+def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t[index]``, where each stretch of ``index`` that runs through all of t's rows in order (a matching pass's
+    positives and its negative texts) is ``t`` itself, concatenated: its backward is then a sum of slices, not
+    the sorted scatter of indexing's (which also zero-fills a gradient of the whole result)."""
+    rows = t.shape[0]
+    if rows == 0 or index.numel() % rows:
+        return t[index]
+    whole = torch.arange(rows, device=index.device)
+    parts = [t if torch.equal(chunk, whole) else t[chunk] for chunk in index.view(-1, rows)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def timed_tokens(self) -> torch.Tensor:
         """[B, N, W] the tokens with each frame's time embedding added."""
