@@ -63,15 +63,22 @@ class CrossContext:
         return self.kv[0][0].shape[0] if self.kv is not None else self.tokens.shape[0]
 
     def select(self, index: torch.Tensor) -> "CrossContext":
-        """Rows ``index`` of the batch (e.g. the videos paired with hard-negative texts)."""
+        """Rows ``index`` of the batch (e.g. the videos paired with hard-negative texts). A projected context's
+        selection leaves its tokens behind: the passes read its keys and values, and the rows would be a copy."""
         def pick(t):
             return None if t is None else take_rows(t, index)
 
         def rows(kv):
             return None if kv is None else [(pick(k), pick(v)) for k, v in kv]
 
-        return CrossContext(kv=rows(self.kv), mask=pick(self.mask), tokens=pick(self.tokens), time=pick(self.time),
+        tokens = pick(self.tokens) if self.kv is None else None
+        return CrossContext(kv=rows(self.kv), mask=pick(self.mask), tokens=tokens, time=pick(self.time),
                             time_kv=rows(self.time_kv), affine=self.affine)
+
+    def timed_tokens(self) -> torch.Tensor:
+        """[B, N, W] the tokens with each frame's time embedding added."""
+        per_frame = self.tokens.shape[1] // self.time.shape[1]
+        return self.tokens + self.time.repeat_interleave(per_frame, dim=1)
 
 
 def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -84,11 +91,6 @@ def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     whole = torch.arange(rows, device=index.device)
     parts = [t if torch.equal(chunk, whole) else t[chunk] for chunk in index.view(-1, rows)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-    def timed_tokens(self) -> torch.Tensor:
-        """[B, N, W] the tokens with each frame's time embedding added."""
-        per_frame = self.tokens.shape[1] // self.time.shape[1]
-        return self.tokens + self.time.repeat_interleave(per_frame, dim=1)
 
 
 @dataclass
