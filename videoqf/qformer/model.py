@@ -89,7 +89,11 @@ def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if rows == 0 or index.numel() % rows:
         return t[index]
     whole = torch.arange(rows, device=index.device)
-    parts = [t if torch.equal(chunk, whole) else t[chunk] for chunk in index.view(-1, rows)]
+    chunks = index.view(-1, rows)
+    in_order = [torch.equal(chunk, whole) for chunk in chunks]
+    if not any(in_order):
+        return t[index]
+    parts = [t if same else t[chunk] for chunk, same in zip(chunks, in_order)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
