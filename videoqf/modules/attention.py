@@ -1,21 +1,23 @@
 """Multi-head attention blocks shared by every Q-Former in videoqf.
 
 Follows BERT / BLIP-2's Q-Former (Li et al., 2023, arXiv:2301.12597): post-norm residual blocks,
-scaled dot-product attention. Attention goes through ``torch.nn.functional.scaled_dot_product_attention``
-so the fused kernels (flash / memory-efficient on GPU, the fused CPU kernel here) are used whenever the mask
-allows it; only the folded cross-attention in training is written out (``attend_folded`` says why).
+scaled dot-product attention. All attention goes through
+``torch.nn.functional.scaled_dot_product_attention`` so the fused kernels (flash / memory-efficient on
+GPU, the fused CPU kernel here) are used whenever the mask allows it.
 
 Notation: B batch, S query length, K key length, H hidden width, h heads, d = H / h.
 Boolean masks mean "may attend" (True) and broadcast to ``[B, h, S, K]``.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
 
@@ -39,25 +41,17 @@ def attend_folded(q: torch.Tensor, kv: FoldedTokens, mask: torch.Tensor | None, 
     against 4 H W for projecting the token (H = h d); fewer when h S < H, as for BLIP-2's 12 heads x 32 queries
     at width 768. Returns [B, S, H].
 
-    With gradients the attention is written out, not SDPA: the fused CPU kernel computes the tokens' key / value
-    gradients even when the tokens need none (frozen encoder features), and the math kernel, whose backward is
-    autograd's, scales a copy of the tokens on every call where this scales the h S query rows.
+    With gradients SDPA runs its math kernel: its backward is autograd's, which skips the tokens' key / value
+    gradients when the tokens need none (frozen encoder features); the fused CPU kernel computes them anyway.
     """
     heads, dim = q.shape[1], q.shape[3]
     width = kv.tokens.shape[-1]
     q_in = einsum(q, kv.key_weight.view(heads, dim, width), "b h s d, h d w -> b h s w")
-    # heads x queries as the rows of one W-wide "head", which reads the tokens as keys and values, uncopied
-    rows = q_in.flatten(1, 2)  # [B, h S, W]
-    if rows.requires_grad:
-        scores = torch.bmm(rows * dim**-0.5, kv.tokens.transpose(1, 2))  # [B, h S, N]
-        if mask is not None:
-            scores = scores.masked_fill(~mask.flatten(1, 2), float("-inf"))
-        weights = scores.softmax(dim=-1)
-        mixed = torch.bmm(F.dropout(weights, dropout) if dropout else weights, kv.tokens)
-    else:
-        tokens = kv.tokens[:, None]  # [B, 1, N, W]
-        mixed = F.scaled_dot_product_attention(rows[:, None], tokens, tokens, attn_mask=mask, dropout_p=dropout,
-                                               scale=dim**-0.5)[:, 0]
+    # heads x queries as the rows of one W-wide "head": SDPA then reads the tokens as keys and values, uncopied
+    tokens = kv.tokens[:, None]  # [B, 1, N, W]
+    with sdpa_kernel([SDPBackend.MATH]) if q_in.requires_grad else nullcontext():
+        mixed = F.scaled_dot_product_attention(q_in.flatten(1, 2)[:, None], tokens, tokens, attn_mask=mask,
+                                               dropout_p=dropout, scale=dim**-0.5)  # [B, 1, h S, W], before W_v
     out = einsum(mixed.view(q.shape[0], heads, -1, width), kv.value_weight.view(heads, dim, width),
                  "b h s w, h d w -> b s h d")
     return rearrange(out, "b s h d -> b s (h d)") + kv.value_bias
