@@ -85,10 +85,11 @@ class Trainer:
         self.config, self.eval_fn = config, eval_fn
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.extra_files = {"train_config.yaml": lambda p: p.write_text(to_yaml(config)), **(extra_files or {})}
-        self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-        if not self.trainable:
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not trained:
             raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
-        self.trained_params = [p for p in model.parameters() if p.requires_grad]  # not the frozen LLM's, each step
+        self.trainable = [n for n, _ in trained]
+        self.trained_params = [p for _, p in trained]  # not the frozen LLM's, each step
         self.num_trainable = sum(p.numel() for p in self.trained_params)
         self.stream = MicroBatchStream(train_dataset, collate_fn, micro_batch_size=config.micro_batch_size,
                                        seed=config.seed, rank=self.rank, world_size=self.world_size,
