@@ -58,6 +58,9 @@ class Words:
     def __len__(self) -> int:
         return self.size
 
+    def get_vocab(self) -> dict[str, int]:
+        return {f"w{i}": i for i in range(self.size)}
+
 
 def build_ours(size: dict) -> VideoLanguageModel:
     qformer = dict(hidden_size=size["hidden"], num_layers=size["layers"], num_heads=size["heads"],
