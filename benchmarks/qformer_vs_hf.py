@@ -85,8 +85,10 @@ def main(argv=None) -> str:
     with torch.no_grad():
         diff = (hf_fwd().float() - ours_fwd().float()).abs().max().item()
 
-    def step(fwd):
-        def run():
+    def step(fwd, leaves):
+        def run():  # a training step's gradients start empty (zero_grad(set_to_none=True)), not accumulated
+            for p in leaves:
+                p.grad = None
             fwd().float().square().mean().backward()
         return run
 
@@ -98,9 +100,10 @@ def main(argv=None) -> str:
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = interleaved_medians({"hf_fwd": infer(hf_fwd), "ours_fwd": infer(ours_fwd),
-                                 "hf_step": step(hf_fwd), "ours_step": step(ours_fwd)},
+                                 "hf_step": step(hf_fwd, [*hf.parameters(), query_tokens]),
+                                 "ours_step": step(ours_fwd, list(ours.parameters()))},
                                 repeats=args.repeats, sync=sync)
-    flops = {name: {"fwd": count_flops(f), "step": count_flops(step(f))}  # forward: the same work with grad on
+    flops = {name: {"fwd": count_flops(f), "step": count_flops(step(f, []))}  # forward: the same work with grad on
              for name, f in (("hf", hf_fwd), ("ours", ours_fwd))}
     n = 2048 if not args.quick else 512
     peak_flops = matmul_flops(n, device=device, dtype=dtype, repeats=args.repeats, sync=sync)

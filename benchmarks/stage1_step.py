@@ -209,15 +209,16 @@ def main(argv=None) -> str:
     for precision in args.precisions.split(","):
         dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
 
-        def step(fn, dtype=dtype):
-            def run():
+        def step(fn, model, dtype=dtype):
+            def run():  # a training step's gradients start empty (zero_grad(set_to_none=True)), not accumulated
+                model.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
                     value = fn()
                 value.backward()
             return run
 
-        times = interleaved_medians({"lavis": step(run_lavis), "ours": step(run_ours)}, repeats=args.repeats,
-                                    sync=sync)
+        times = interleaved_medians({"lavis": step(run_lavis, lavis), "ours": step(run_ours, ours)},
+                                    repeats=args.repeats, sync=sync)
         rows.append(f"| {precision}{' autocast' if dtype else ''} | {times['lavis'] * 1e3:.0f} | "
                     f"{times['ours'] * 1e3:.0f} | {times['lavis'] / times['ours']:.2f}x |")
     flops = {name: count_flops(lambda fn=fn: fn().backward()) for name, fn in (("lavis", run_lavis), ("ours", run_ours))}
