@@ -7,7 +7,8 @@ repeats (medians reported), per clip:
   resize them with torch (bilinear, antialiased) — the naive loader;
 - baseline "PyAV all, convert picked": decode every frame, convert only the picked ones, resized by
   swscale as ``load_clip`` does — a stronger baseline that isolates the cost of decoding everything.
-Every method returns normalised [T, 3, 224, 224] frames. Results go to
+Every method decodes on one thread, as a DataLoader worker does (``load_clip``'s decord reader uses one), and
+returns normalised [T, 3, 224, 224] frames. Results go to
 ``benchmarks/results/decode.md`` with the command, machine and date.
 
     python benchmarks/decode.py [--seconds 12] [--fps 30] [--gop 250 30] [--repeats 7]
@@ -60,7 +61,7 @@ def pyav_all(path: str, indices: list[int], convert_all: bool) -> torch.Tensor:
     picked = {}
     with av.open(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1  # the same decoding threads as load_clip's reader
         for i, frame in enumerate(container.decode(stream)):
             if convert_all:
                 rgb = frame.to_ndarray(format="rgb24")
