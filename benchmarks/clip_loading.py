@@ -4,7 +4,8 @@ Writes 720p H.264 + AAC clips with PyAV (``benchmarks.decode.make_clip``: moving
 at two key-frame intervals (GOP 30 and 250), then loads an epoch of ``--clips`` clips per setting through a
 ``torch.utils.data.DataLoader`` (``batch_size=None``, persistent workers started before timing):
 - 8 and 32 uniform frames, with and without the 16 kHz audio track;
-- 0 and 2 workers (each worker decodes whole clips; decord / PyAV run one thread each);
+- 0 and 2 workers (each worker decodes whole clips on one thread; with 0 workers the main process decodes on
+  torch's threads, all cores);
 - decoding straight to the model's 224 px (decord / swscale scale while converting) against decoding at 720p
   and resizing with torch (bilinear, antialiased), 0 workers, no audio.
 Epochs of every setting alternate over ``--repeats`` rounds (order rotated each round); medians reported.

@@ -105,10 +105,11 @@ def main(argv=None) -> None:
             for k in (8, 32):
                 sampler = build_sampler("uniform", num_frames=k)
                 idx = sampler(n, args.fps).indices
-                methods[f"load_clip, {k} frames"] = (k, lambda s=sampler: load_clip(path, s, audio=False))
+                methods[f"load_clip, {k} frames"] = (k, lambda s=sampler: load_clip(path, s, audio=False, threads=1))
                 methods[f"PyAV all, convert all, {k} frames"] = (k, lambda i=idx: pyav_all(path, i, True))
                 methods[f"PyAV all, convert picked, {k} frames"] = (k, lambda i=idx: pyav_all(path, i, False))
-            methods["load_clip, 8 frames + 16 kHz audio"] = (8, lambda: load_clip(path, build_sampler("uniform", num_frames=8)))
+            methods["load_clip, 8 frames + 16 kHz audio"] = (
+                8, lambda: load_clip(path, build_sampler("uniform", num_frames=8), threads=1))
             times = {name: [] for name in methods}
             for fn in methods.values():  # warm-up: page cache, lazy imports
                 fn[1]()

@@ -257,3 +257,31 @@ def test_path_objects_and_copies(tmp_path, make_video):
     dst = shutil.copy(src, tmp_path / "copy.mp4")
     clip = load_clip(Path(dst), build_sampler("uniform", num_frames=2), image_size=8, audio=False)
     assert clip.path == str(dst)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_threaded_decoding_gives_the_same_frames(tmp_path, backend):
+    t, y, x = np.meshgrid(np.arange(48), np.arange(96), np.arange(96), indexing="ij")
+    frames = np.stack([(x + 5 * t) % 256, (y + 3 * t) % 256, (x + y + t) % 256], axis=-1).astype(np.uint8)
+    path = str(tmp_path / "moving.mp4")
+    write_mp4(path, frames, fps=8, options={"g": "12"})
+    sampler = build_sampler("uniform", num_frames=12)
+    one, many = (load_clip(path, sampler, image_size=64, audio=False, backend=backend, threads=n) for n in (1, 4))
+    assert torch.equal(one.frames, many.frames) and torch.equal(one.frame_indices, many.frame_indices)
+    assert not torch.equal(one.frames[0], one.frames[-1])
+
+
+def test_decoding_threads_follow_torchs_thread_count(make_video, monkeypatch):
+    import videoqf.data.video as video
+    seen = []
+    real_open = video.open_video
+    monkeypatch.setattr(video, "open_video", lambda *a: seen.append(a[3]) or real_open(*a))
+    path = make_video()
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)  # a DataLoader worker runs with 1
+            load_clip(path, build_sampler("uniform", num_frames=2), audio=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 3]

@@ -76,13 +76,16 @@ def probe(path: str) -> MediaInfo:
 
 
 class DecordReader:
-    """decord ``VideoReader`` over one file; opened where it is used (never pickled to workers)."""
+    """decord ``VideoReader`` over one file; opened where it is used (never pickled to workers).
 
-    def __init__(self, path: str, size: int | None = None):
+    threads: decoding threads (0: the decoder's choice, all cores). 1 where DataLoader workers are the
+    parallelism, as more would oversubscribe the cores."""
+
+    def __init__(self, path: str, size: int | None = None, threads: int = 1):
         self.path = path
         self.size = size
-        # one decoding thread: DataLoader workers are the parallelism, more threads would oversubscribe
-        self._vr = decord.VideoReader(path, num_threads=1, width=size or -1, height=size or -1)
+        self.threads = threads
+        self._vr = decord.VideoReader(path, num_threads=threads, width=size or -1, height=size or -1)
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps())
 
@@ -93,11 +96,13 @@ class DecordReader:
 
 
 class PyAVReader:
-    """Sequential PyAV decoding that keeps the requested frames; counts frames by demuxing first."""
+    """Sequential PyAV decoding that keeps the requested frames; counts frames by demuxing first. threads: as
+    ``DecordReader``'s."""
 
-    def __init__(self, path: str, size: int | None = None):
+    def __init__(self, path: str, size: int | None = None, threads: int = 1):
         self.path = path
         self.size = size
+        self.threads = threads
         try:
             with av.open(path) as container:
                 stream = container.streams.video[0]
@@ -121,6 +126,7 @@ class PyAVReader:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = self.threads
                 for i, frame in enumerate(container.decode(stream)):
                     if i in wanted:
                         rgb = frame.to_ndarray(format="rgb24", width=self.size or frame.width,
@@ -139,8 +145,10 @@ class PyAVReader:
         return frames, torch.tensor([found[i][1] for i in indices], dtype=torch.float32)
 
 
-def open_video(path: str, backend: str = "auto", size: int | None = None) -> DecordReader | PyAVReader:
-    """A frame reader for ``path`` giving ``size x size`` frames (None: as stored).
+def open_video(path: str, backend: str = "auto", size: int | None = None,
+               threads: int = 1) -> DecordReader | PyAVReader:
+    """A frame reader for ``path`` giving ``size x size`` frames (None: as stored), decoding on ``threads``
+    threads (0: all cores; 1 in DataLoader workers).
 
     ``backend``: ``"decord"``, ``"pyav"``, or ``"auto"`` (decord, PyAV where decord fails).
     """
@@ -148,14 +156,14 @@ def open_video(path: str, backend: str = "auto", size: int | None = None) -> Dec
         raise ValueError(f"unknown video backend {backend!r}; use 'auto', 'decord' or 'pyav'")
     reader: DecordReader | PyAVReader
     if backend == "pyav":
-        reader = PyAVReader(path, size)
+        reader = PyAVReader(path, size, threads)
     else:
         try:
-            reader = DecordReader(path, size)
+            reader = DecordReader(path, size, threads)
         except decord.DECORDError as exc:
             if backend == "decord":
                 raise VideoDecodeError(path, f"decord cannot open it ({str(exc).strip()[-200:]})") from exc
-            reader = PyAVReader(path, size)
+            reader = PyAVReader(path, size, threads)
     if reader.num_frames == 0:
         raise VideoDecodeError(path, "zero decodable frames", "no_video_stream")
     if reader.fps <= 0:
@@ -179,7 +187,7 @@ def read_frames(
         cause = f"decord failed on frames {indices} ({str(exc).strip()[-160:]})"
         if not fallback:
             raise VideoDecodeError(reader.path, cause) from exc
-    pyav = PyAVReader(reader.path, reader.size)
+    pyav = PyAVReader(reader.path, reader.size, reader.threads)
     if pyav.num_frames != reader.num_frames:
         raise VideoDecodeError(reader.path, f"{cause}; PyAV counts {pyav.num_frames} frames, decord {reader.num_frames}")
     frames, times = pyav.read(indices)

@@ -117,18 +117,20 @@ def load_clip(
     std: tuple[float, float, float] = IMAGENET_STD,
     seed: RngLike = None,
     backend: str = "auto",
+    threads: int | None = None,
 ) -> Clip:
     """Decode the frames ``sampler`` picks inside the window [start, end) seconds, and its audio.
 
     ``seed`` (int or numpy Generator) drives random samplers. ``backend``: "auto" (decord, falling
-    back to PyAV for files decord cannot open), "decord" or "pyav". Raises ``VideoDecodeError``
-    naming the path and the cause for a missing, empty, non-video, truncated or frameless file, and its
+    back to PyAV for files decord cannot open), "decord" or "pyav". ``threads``: video decoding threads; None
+    is torch's thread count: all cores in a main process, 1 in a DataLoader worker (torch sets it there).
+    Raises ``VideoDecodeError`` naming the path and the cause for a missing, empty, non-video, truncated or frameless file, and its
     subclass ``BadWindowError`` for a window that is malformed, starts after the end or holds no frame;
     warns when clamping. Audio that ends inside (or before) the window is zero-padded and masked.
     """
     path = os.fspath(path)
     info = probe(path)
-    reader = open_video(path, backend, image_size)
+    reader = open_video(path, backend, image_size, torch.get_num_threads() if threads is None else threads)
     duration = reader.num_frames / reader.fps
     window = _resolve_window(path, start, end, duration)
     first, stop = frames_in_window(*window, reader.fps, reader.num_frames)
