@@ -124,9 +124,9 @@ def load_clip(
     ``seed`` (int or numpy Generator) drives random samplers. ``backend``: "auto" (decord, falling
     back to PyAV for files decord cannot open), "decord" or "pyav". ``threads``: video decoding threads; None
     is torch's thread count: all cores in a main process, 1 in a DataLoader worker (torch sets it there).
-    Raises ``VideoDecodeError`` naming the path and the cause for a missing, empty, non-video, truncated or frameless file, and its
-    subclass ``BadWindowError`` for a window that is malformed, starts after the end or holds no frame;
-    warns when clamping. Audio that ends inside (or before) the window is zero-padded and masked.
+    Raises ``VideoDecodeError`` naming the path and the cause for a missing, empty, non-video, truncated or
+    frameless file, and its subclass ``BadWindowError`` for a window that is malformed, starts after the end or
+    holds no frame; warns when clamping. Audio that ends inside (or before) the window is zero-padded and masked.
     """
     path = os.fspath(path)
     info = probe(path)
