@@ -105,7 +105,8 @@ def findings(result: SweepResult) -> list[str]:
         base = kit[: -len(KIT_SUFFIX)]
         if base in present:
             lines.append(f"- **stability kit on vs off** ({kit} vs {base}): " + "; ".join(
-                compare(result, kit, base, k) for k in ("query_collapse", "t2v_r1", "cider")) + ".")
+                compare(result, kit, base, k)
+                for k in ("query_collapse", "t2v_r1", "caption_order_acc", "cider")) + ".")
     for bare in sorted(v for v in present if v.endswith(BARE_SUFFIX)):
         base = bare[: -len(BARE_SUFFIX)]
         if base in present:
