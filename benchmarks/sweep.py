@@ -15,8 +15,10 @@ held-out clips, once after stage 1 (the forgetting column) and once at the end. 
 - any backend later registered with a configs/variants/NAME.yaml.
 --persistent-objects runs all of it on the world where every object stays on screen (order only from time).
 Writes benchmarks/results/sweep.md (sweep-persistent.md) with the table, command, machine, date and what the
-numbers say against the seed spread, and a PNG of quality against backend FLOPs per clip. Finished cells are
-kept in --sweep-dir; a restart skips them (and resumes a cell from its last finished stage).
+numbers say against the seed spread, and a PNG of quality against backend FLOPs per clip. Runs are kept in
+--sweep-dir, a restart resumes a half-run cell from its last finished stage. Each finished cell's record is kept
+in --cells; at the standard budget that is benchmarks/results/sweep-cells/<world>, under version control, so a
+sweep goes on across machines and sittings: commit the records as they come, and a restart skips them.
 
     python benchmarks/sweep.py --quick                  # every variant x seeds 0,1, smoke budget
     python benchmarks/sweep.py --seeds 0,1,2            # the standard budget: each variant's embedded default
@@ -55,6 +57,8 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="same as --budget quick")
     ap.add_argument("--sweep-dir", help="where cells are saved and resumed from (default: runs/sweep, or "
                                         "runs/sweep-persistent with --persistent-objects)")
+    ap.add_argument("--cells", help="where finished cells' records are kept (default: at the standard budget with no "
+                                    "overrides, benchmarks/results/sweep-cells/<world>; otherwise the sweep dir)")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
                     help="the persistent-objects world: every object stays on screen, so order can only come from time")
@@ -69,11 +73,13 @@ def main(argv=None) -> int:
     budget = "quick" if args.quick else args.budget
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     name = "sweep-persistent" if args.persistent_objects else "sweep"
+    standard = budget == "full" and not args.overrides and args.synthetic_clips == EMBEDDED_CLIPS
+    cells = args.cells or (RESULTS_DIR / "sweep-cells" / f"{name}-v{WORLD_VERSION}" if standard else None)
     result = run_sweep(select_variants(args.variants), seeds,
                        setup=partial(embedded_experiment, num_clips=args.synthetic_clips,
                                      persistent_objects=args.persistent_objects),
                        overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir or f"runs/{name}",
-                       repeats=args.repeats, threads=args.threads)
+                       records_dir=cells, repeats=args.repeats, threads=args.threads)
     label = budget + (" (smoke budget: not for conclusions)" if budget == "quick" else "")
     label += f"; world v{WORLD_VERSION}, " + ("persistent objects" if args.persistent_objects else "own-event objects")
     body = report_body(result, budget=" ".join([label, *args.overrides]), name=name)

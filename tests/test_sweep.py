@@ -141,11 +141,23 @@ def test_the_chain_trains_its_source_first_and_starts_from_its_run(synthetic_dir
     with pytest.raises(ValueError, match="list blip2 first"):
         run_sweep(chain[1:], [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells", repeats=1,
                   log=lambda _: None)
-    result = run_sweep(chain, [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells", repeats=1,
-                       log=lambda _: None)
-    assert result.ran == [("blip2", 0), ("video-qformer-init", 0)]
+    def run():
+        return run_sweep(chain, [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells",
+                         records_dir=tmp_path / "records", repeats=1, log=lambda _: None)
+
+    assert run().ran == [("blip2", 0), ("video-qformer-init", 0)]
     report = json.loads((tmp_path / "cells" / "video-qformer-init" / "seed0" / "init_from.json").read_text())
     assert report["source"] == str(tmp_path / "cells" / "blip2" / "seed0") and report["copied"]
+    record = json.loads((tmp_path / "records" / "video-qformer-init" / "seed0.json").read_text())
+    assert record["recipe"]["init_from"] == "blip2"  # by name: the record holds no machine's path
+    assert not any("init_from" in o for o in record["recipe"]["overrides"])
+
+    # another machine: the records were kept (committed), the runs were not
+    shutil.rmtree(tmp_path / "cells")
+    assert run().ran == []
+    (tmp_path / "records" / "video-qformer-init" / "seed0.json").unlink()
+    assert run().ran == [("video-qformer-init", 0)]  # blip2's record stands; its run is made again to start from
+    assert (tmp_path / "cells" / "blip2" / "seed0" / "results.json").is_file()
 
 
 def test_the_shortcut_check_flags_an_order_blind_variant_above_chance():

@@ -43,6 +43,7 @@ from videoqf.train.engine import is_main_process
 from videoqf.train.loop import Trainer
 
 CONFIG_NAME = "experiment.yaml"
+RESULTS_NAME = "results.json"  # written last, when a run has trained and been evaluated
 # Experiment keys (prefixes) a resumed run may change and still continue exactly; the trainer judges train.*.
 RESUMABLE_KEYS = ("eval.", "train.", "run_stages:", "data.features:")
 
@@ -244,6 +245,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         metrics, samples = evaluation(cfg, held_out, collate, captions=captions)(model, progress=True)
     if held_out is not None:
         skipped["eval"] = held_out.skipped_counts()
-    write_atomic(run_dir / "results.json",
+    write_atomic(run_dir / RESULTS_NAME,
                  json.dumps({"metrics": metrics, "skipped": skipped, "samples": samples}, indent=1).encode())
     return metrics, samples

@@ -8,6 +8,10 @@ Layout of a sweep directory (``runs/sweep/`` by default)::
                                  query collapse the trainer logged last in stage 1 and t2v R@1 at its end
     <variant>/seed<k>/           that run's checkpoints and logs (an interrupted run resumes from them)
 
+The seed records may live in a directory of their own (``records_dir``, e.g. one kept under version control), so
+that finished cells outlive the machine whose sweep directory held their runs; a chain whose source's run folder
+is gone trains that source again before it starts from it.
+
 Every JSON keeps the model file and overrides it was made with; a restart with other settings is
 refused (use another sweep directory) rather than mixing budgets in one table. A finished cell is also
 checked against the config its recipe resolves to now (its run's ``experiment.yaml``), so a variant file or
@@ -43,7 +47,7 @@ from videoqf.measure import interleaved_medians, saved_bytes
 from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
-from videoqf.recipes.run import CONFIG_NAME, changes_since, datasets, has_checkpoint, make_collate, run_experiment
+from videoqf.recipes.run import CONFIG_NAME, RESULTS_NAME, changes_since, datasets, has_checkpoint, make_collate, run_experiment
 from videoqf.recipes.synthetic import CONFIGS as CONFIG_DIR
 from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
@@ -164,8 +168,11 @@ class SweepResult:
     ran: list[tuple[str, int]] = field(default_factory=list)  # (variant, seed) trained by this call
 
 
-def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[str]) -> tuple[ExperimentConfig, dict]:
+def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[str],
+                   init_run: Path | None = None) -> tuple[ExperimentConfig, dict]:
     """The experiment config of one cell and the recipe that made it (model file + overrides, kept in its JSON).
+    ``init_run``: the chain source's run folder (``model.init_from``), named in the recipe by variant only, so a
+    record does not depend on where the runs were kept.
 
     ``train.seed`` is the cell's seed; ``model.frozen_init_seed`` stays as configured so every cell reads
     the same frozen-encoder features. A variant without audio (``model.use_audio=false``) has a feature
@@ -173,7 +180,10 @@ def variant_config(variant: Variant, seed: int, setup: Setup, overrides: list[st
     """
     recipe = {"model_file": variant.model_file,
               "overrides": [*RUN_OVERRIDES, *variant.overrides, *overrides, f"train.seed={seed}"]}
-    cfg = setup(CONFIG_DIR / variant.model_file, recipe["overrides"])
+    chain = [f"model.init_from={init_run}"] if init_run is not None else []
+    if variant.init_from:
+        recipe["init_from"] = variant.init_from
+    cfg = setup(CONFIG_DIR / variant.model_file, [*recipe["overrides"], *chain])
     if not cfg.model.use_audio:
         cfg = replace(cfg, data=replace(cfg.data, features=cfg.data.features + NO_AUDIO_CACHE_SUFFIX, audio=False))
     return cfg, recipe
@@ -308,10 +318,19 @@ def measure_costs(cfgs: dict[str, ExperimentConfig], *, repeats: int = 5,
     return out
 
 
+def _train_cell(cfg: ExperimentConfig, run_dir: Path) -> tuple[dict, int]:
+    """Train and evaluate one cell into ``run_dir`` (resuming a half-run one); its metrics and held-out count."""
+    metrics, samples = run_experiment(cfg, run_dir, resume=has_checkpoint(run_dir))
+    metrics["query_collapse"] = stage1_last(run_dir, "query_collapse")
+    metrics["stage1_t2v_r1"] = stage1_last(run_dir, "t2v_r1", kind="eval")
+    return metrics, len(samples)
+
+
 def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overrides: list[str] = (),
-              sweep_dir: str | Path = "runs/sweep", repeats: int = 5, threads: int | None = 1,
-              log: Callable[[str], None] = print) -> SweepResult:
-    """Measure and train every (variant, seed) cell not yet saved in ``sweep_dir``; return all records.
+              sweep_dir: str | Path = "runs/sweep", records_dir: str | Path | None = None, repeats: int = 5,
+              threads: int | None = 1, log: Callable[[str], None] = print) -> SweepResult:
+    """Measure and train every (variant, seed) cell not yet recorded in ``records_dir`` (default ``sweep_dir``,
+    which holds the runs and costs); return all records.
 
     ``setup(model_file, overrides)`` gives a cell's experiment, ``overrides`` the budget and any user changes
     (applied after the variant's own); ``threads`` sets torch's intra-op threads meanwhile.
@@ -338,27 +357,30 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                 result.costs[name] = {"variant": name, "recipe": recipe, "config_digest": _config_digest(cfg),
                                       **measured[name]}
                 _write(sweep_dir / name / "cost.json", result.costs[name])
-        trained = [v.name for v in variants]
-        for v in variants:
-            if v.init_from and v.init_from not in trained[: trained.index(v.name)]:
+        records_dir = Path(records_dir) if records_dir is not None else sweep_dir
+        by_name = {v.name: v for v in variants}
+        for i, v in enumerate(variants):
+            if v.init_from and v.init_from not in [u.name for u in variants[:i]]:
                 raise ValueError(f"sweep variant {v.name} starts from {v.init_from}'s runs: list {v.init_from} first")
             for seed in seeds:
-                chain = [f"model.init_from={sweep_dir / v.init_from / f'seed{seed}'}"] if v.init_from else []
-                cfg, recipe = variant_config(v, seed, setup, [*overrides, *chain])
-                path = sweep_dir / v.name / f"seed{seed}.json"
+                source_run = sweep_dir / v.init_from / f"seed{seed}" if v.init_from else None
+                cfg, recipe = variant_config(v, seed, setup, overrides, init_run=source_run)
+                path = records_dir / v.name / f"seed{seed}.json"
                 record = _read_checked(path, recipe)
                 run_dir = sweep_dir / v.name / f"seed{seed}"
                 if record is not None:
                     _check_trained_as(run_dir, cfg)
-                else:
-                    log(f"training {v.name} seed {seed} ...")
-                    start = time.perf_counter()
-                    metrics, samples = run_experiment(cfg, run_dir, resume=has_checkpoint(run_dir))
-                    metrics["query_collapse"] = stage1_last(run_dir, "query_collapse")
-                    metrics["stage1_t2v_r1"] = stage1_last(run_dir, "t2v_r1", kind="eval")
-                    record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
-                              "held_out_clips": len(samples), "wall_s": time.perf_counter() - start}
-                    _write(path, record)
-                    result.ran.append((v.name, seed))
+                    result.cells[v.name].append(record)
+                    continue
+                if source_run is not None and not (source_run / RESULTS_NAME).is_file():
+                    log(f"training {v.init_from} seed {seed} again: {v.name} starts from its run, which is gone")
+                    _train_cell(variant_config(by_name[v.init_from], seed, setup, overrides)[0], source_run)
+                log(f"training {v.name} seed {seed} ...")
+                start = time.perf_counter()
+                metrics, held_out = _train_cell(cfg, run_dir)
+                record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
+                          "held_out_clips": held_out, "wall_s": time.perf_counter() - start}
+                _write(path, record)
+                result.ran.append((v.name, seed))
                 result.cells[v.name].append(record)
     return result
