@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import matmul_flops, write_result  # noqa: E402
 from videoqf.eval.synthetic import EVENT_SLOTS  # noqa: E402
+from videoqf.recipes.run import RESULTS_NAME  # noqa: E402
 
 FLOORS = {"wall_s": 480.0, "t2v_r1": 0.5, "caption_order_acc": 0.5}
 
@@ -56,7 +57,7 @@ def time_split(run_dir: Path, start: float, cache: Path | None) -> str:
         rows.append((f"before {name} (the features' rest, model, data, engine)", first - last))
         rows.append((f"{name} (its training, from setup to the last save)", end - first))
         last = end
-    rows.append(("final evaluation and exit", (run_dir / "results.json").stat().st_mtime - last))
+    rows.append(("final evaluation and exit", (run_dir / RESULTS_NAME).stat().st_mtime - last))
     return "| part | s |\n|---|---:|\n" + "".join(f"| {label} | {secs:.0f} |\n" for label, secs in rows)
 
 
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
         subprocess.run([sys.executable, str(ROOT / "tools" / "train_video.py"), "--variant", variant,
                         "--run-dir", str(run_dir), *args.overrides], check=True, env=env)
         wall = time.time() - start
-        metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+        metrics = json.loads((run_dir / RESULTS_NAME).read_text())["metrics"]
         rows.append((variant, wall, metrics))
         splits.append(f"{variant}:\n\n" + time_split(run_dir, start, Path(args.cache_dir) if cold and not splits
                                                          else None))

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_result  # noqa: E402
+from videoqf.recipes.run import RESULTS_NAME  # noqa: E402
 
 COLUMNS = [("t2v_r1", "t2v R@1"), ("v2t_r1", "v2t R@1"), ("caption_order_acc", "caption order acc"),
            ("caption_sound_acc", "caption sound acc"), ("event_word_acc", "event word acc"), ("cider", "CIDEr"),
@@ -48,12 +49,12 @@ def arms(runs: Path, image: tuple[int, int], video: tuple[int, int]) -> list[tup
 
 
 def run_arm(run_dir: Path, recipe: str, overrides: list[str], log: Path) -> dict:
-    if not (run_dir / "results.json").is_file():
+    if not (run_dir / RESULTS_NAME).is_file():
         command = [sys.executable, str(ROOT / "tools/train_video.py"), "--recipe", recipe, "--run-dir", str(run_dir),
                    "train.progress_bar=false", *overrides]
         with log.open("w") as out:
             subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT)
-    return json.loads((run_dir / "results.json").read_text())["metrics"]
+    return json.loads((run_dir / RESULTS_NAME).read_text())["metrics"]
 
 
 def main(argv=None) -> int:

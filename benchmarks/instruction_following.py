@@ -20,7 +20,7 @@ from benchmarks.common import write_result  # noqa: E402
 from videoqf.data.synthetic.instructions import TASKS  # noqa: E402
 from videoqf.eval.instructions import instruction_accuracy  # noqa: E402
 from videoqf.recipes.checkpoint_model import load_model  # noqa: E402
-from videoqf.recipes.run import datasets, make_collate  # noqa: E402
+from videoqf.recipes.run import RESULTS_NAME, datasets, make_collate  # noqa: E402
 
 NOTE = ("The instructblip recipe's instruct stage ({steps} steps; Q-Former and projection train, the instruction in "
         "the Q-Former's text branch and the LLM prompt), started from the blip2 run {blip2}. Exact match of the LLM's "
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="config overrides of the run (e.g. train.num_threads=1)")
     args = ap.parse_args(argv)
     run = Path(args.run)
-    if not (run / "results.json").is_file():
+    if not (run / RESULTS_NAME).is_file():
         subprocess.run([sys.executable, str(ROOT / "tools/train_video.py"), "--recipe", "instructblip", "--stage",
                         "instruct", "--run-dir", str(run), f"model.init_from={args.blip2}",
                         f"stages.instruct.steps={args.steps}", "train.progress_bar=false", *args.overrides], check=True)
