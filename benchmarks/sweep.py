@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
 from videoqf.data.synthetic.generate import WORLD_VERSION  # noqa: E402
 from videoqf.recipes.synthetic import EMBEDDED_CLIPS, embedded_experiment  # noqa: E402
-from videoqf.sweep.cells import BUDGETS, available_variants, run_sweep, select_variants  # noqa: E402
+from videoqf.sweep.cells import BUDGETS, available_variants, recorded, run_sweep, select_variants  # noqa: E402
 from videoqf.sweep.report import plot, report_body  # noqa: E402
 
 
@@ -59,6 +59,7 @@ def parse_args(argv=None):
                                         "runs/sweep-persistent with --persistent-objects)")
     ap.add_argument("--cells", help="where finished cells' records are kept (default: at the standard budget with no "
                                     "overrides, benchmarks/results/sweep-cells/<world>; otherwise the sweep dir)")
+    ap.add_argument("--status", action="store_true", help="list the cells recorded and left, train nothing")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
                     help="the persistent-objects world: every object stays on screen, so order can only come from time")
@@ -75,10 +76,18 @@ def main(argv=None) -> int:
     name = "sweep-persistent" if args.persistent_objects else "sweep"
     standard = budget == "full" and not args.overrides and args.synthetic_clips == EMBEDDED_CLIPS
     cells = args.cells or (RESULTS_DIR / "sweep-cells" / f"{name}-v{WORLD_VERSION}" if standard else None)
+    sweep_dir = args.sweep_dir or f"runs/{name}"
+    if args.status:
+        done = recorded(cells or sweep_dir, select_variants(args.variants), seeds)
+        for variant, got in done.items():
+            print(f"{variant}: recorded seeds {got or '-'}, left {[s for s in seeds if s not in got] or '-'}")
+        left = sum(len(seeds) - len(got) for got in done.values())
+        print(f"{left} of {len(seeds) * len(done)} cells left (records in {cells or sweep_dir})")
+        return 0
     result = run_sweep(select_variants(args.variants), seeds,
                        setup=partial(embedded_experiment, num_clips=args.synthetic_clips,
                                      persistent_objects=args.persistent_objects),
-                       overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=args.sweep_dir or f"runs/{name}",
+                       overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=sweep_dir,
                        records_dir=cells, repeats=args.repeats, threads=args.threads)
     label = budget + (" (smoke budget: not for conclusions)" if budget == "quick" else "")
     label += f"; world v{WORLD_VERSION}, " + ("persistent objects" if args.persistent_objects else "own-event objects")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from videoqf.experiment import load_experiment
-from videoqf.sweep.cells import SweepResult, run_sweep, select_variants
+from videoqf.sweep.cells import SweepResult, recorded, run_sweep, select_variants
 from videoqf.sweep.report import QUALITY, compare, findings, plot, report_body
 
 TINY = [
@@ -145,7 +145,9 @@ def test_the_chain_trains_its_source_first_and_starts_from_its_run(synthetic_dir
         return run_sweep(chain, [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells",
                          records_dir=tmp_path / "records", repeats=1, log=lambda _: None)
 
+    assert recorded(tmp_path / "records", chain, [0, 1]) == {"blip2": [], "video-qformer-init": []}
     assert run().ran == [("blip2", 0), ("video-qformer-init", 0)]
+    assert recorded(tmp_path / "records", chain, [0, 1]) == {"blip2": [0], "video-qformer-init": [0]}
     report = json.loads((tmp_path / "cells" / "video-qformer-init" / "seed0" / "init_from.json").read_text())
     assert report["source"] == str(tmp_path / "cells" / "blip2" / "seed0") and report["copied"]
     record = json.loads((tmp_path / "records" / "video-qformer-init" / "seed0.json").read_text())

@@ -318,6 +318,11 @@ def measure_costs(cfgs: dict[str, ExperimentConfig], *, repeats: int = 5,
     return out
 
 
+def recorded(records_dir: str | Path, variants: list[Variant], seeds: list[int]) -> dict[str, list[int]]:
+    """The seeds of each variant whose cell has a record in ``records_dir`` (finished, whatever its settings)."""
+    return {v.name: [s for s in seeds if (Path(records_dir) / v.name / f"seed{s}.json").is_file()] for v in variants}
+
+
 def _train_cell(cfg: ExperimentConfig, run_dir: Path) -> tuple[dict, int]:
     """Train and evaluate one cell into ``run_dir`` (resuming a half-run one); its metrics and held-out count."""
     metrics, samples = run_experiment(cfg, run_dir, resume=has_checkpoint(run_dir))
