@@ -33,6 +33,7 @@ from torch.nn.utils.rnn import pad_sequence
 from videoqf.llm.config import MAX_NEW_TOKENS, LLMConfig
 from videoqf.llm.frozen_lm import FrozenLLM
 from videoqf.llm.projector import Projector
+from videoqf.llm.text_ids import TextIds
 from videoqf.llm.tokenizer import load_tokenizer, special_token_ids
 
 
@@ -73,6 +74,7 @@ class VideoLLMBridge(nn.Module):
         self.prompt = prompt
         self.instruction_aware = instruction_aware
         self.max_text_len = max_text_len
+        self._text_ids = TextIds(tokenizer, max_text_len, add_special_tokens=False)
         if len(tokenizer) > llm.vocab_size:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the LLM embeds only {llm.vocab_size}")
         if llm.is_encoder_decoder and llm.model.config.decoder_start_token_id is None:
@@ -113,18 +115,13 @@ class VideoLLMBridge(nn.Module):
         """The instruction text for the Q-Former's text branch when instruction-aware, else None."""
         return self.resolve_prompts(prompts, batch) if self.instruction_aware else None
 
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(
-            texts, add_special_tokens=False, truncation=True, max_length=self.max_text_len
-        )["input_ids"]
-
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         # As their pre-training did: decoder-only LMs read BOS-started text, T5's encoder reads
         # text closed by EOS (LAVIS gets both from the LLM's own tokenizer).
         if self.llm.is_encoder_decoder:
-            return [ids + [self.special.eos] for ids in self._tokenize(prompts)]
+            return [ids + [self.special.eos] for ids in self._text_ids(prompts)]
         bos = [] if self.special.bos is None else [self.special.bos]
-        return [bos + ids for ids in self._tokenize(prompts)]
+        return [bos + ids for ids in self._text_ids(prompts)]
 
     # -- assembly -----------------------------------------------------------------------------
     def _assemble(
@@ -171,7 +168,7 @@ class VideoLLMBridge(nn.Module):
             raise ValueError(f"got {len(captions)} captions for a batch of {batch}")
         prompts = self.resolve_prompts(prompts, batch)
         prompt_ids = self._prompt_ids(prompts)
-        caption_ids = [ids + [self.special.eos] for ids in self._tokenize(captions)]
+        caption_ids = [ids + [self.special.eos] for ids in self._text_ids(captions)]
         if self.llm.is_encoder_decoder:
             embeds, mask, _ = self._assemble(video_tokens, video_mask, prompt_ids, None, padding_side="right")
             labels = pad_sequence(

@@ -21,6 +21,7 @@ import torch
 
 from videoqf.data.collate import collate_clips
 from videoqf.data.synthetic.instructions import instruct
+from videoqf.llm.text_ids import TextIds
 
 
 class CaptionCollate:
@@ -31,6 +32,7 @@ class CaptionCollate:
                  tasks: list[str] = ()):
         self.tokenizer = tokenizer
         self.max_len = max_len
+        self.text_ids = TextIds(tokenizer, max_len)
         self.base = base
         self.instructions = list(instructions)
         self.seed = seed
@@ -41,7 +43,7 @@ class CaptionCollate:
         if self.tasks:
             pairs = [instruct(c, int(i), self.tasks, self.seed) for c, i in zip(batch["caption"], batch["index"])]
             batch["prompt"], batch["caption"] = [q for q, _ in pairs], [a for _, a in pairs]
-        batch["text_ids"], batch["text_mask"] = tokenize(self.tokenizer, batch["caption"], self.max_len)
+        batch["text_ids"], batch["text_mask"] = self.text_ids.pad_ids(batch["caption"])
         if self.instructions and not self.tasks:
             batch["prompt"] = [self.instruction(int(i)) for i in batch["index"]]
         return batch
