@@ -47,7 +47,8 @@ from videoqf.measure import interleaved_medians, saved_bytes
 from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
-from videoqf.recipes.run import CONFIG_NAME, RESULTS_NAME, changes_since, datasets, has_checkpoint, make_collate, run_experiment
+from videoqf.recipes.run import (CONFIG_NAME, RESULTS_NAME, changes_since, datasets, has_checkpoint, make_collate,
+                                 run_experiment)
 from videoqf.recipes.synthetic import CONFIGS as CONFIG_DIR
 from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
