@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
 from videoqf.data.synthetic.generate import WORLD_VERSION  # noqa: E402
-from videoqf.recipes.synthetic import EMBEDDED_CLIPS, embedded_experiment  # noqa: E402
+from videoqf.recipes.synthetic import EMBEDDED_CLIPS, cache_root, embedded_experiment  # noqa: E402
 from videoqf.sweep.cells import BUDGETS, available_variants, recorded, run_sweep, select_variants  # noqa: E402
 from videoqf.sweep.report import plot, report_body  # noqa: E402
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                        setup=partial(embedded_experiment, num_clips=args.synthetic_clips,
                                      persistent_objects=args.persistent_objects),
                        overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=sweep_dir,
-                       records_dir=cells, repeats=args.repeats, threads=args.threads)
+                       records_dir=cells, roots=[cache_root()], repeats=args.repeats, threads=args.threads)
     label = budget + (" (smoke budget: not for conclusions)" if budget == "quick" else "")
     label += f"; world v{WORLD_VERSION}, " + ("persistent objects" if args.persistent_objects else "own-event objects")
     body = report_body(result, budget=" ".join([label, *args.overrides]), name=name)

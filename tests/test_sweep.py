@@ -141,8 +141,8 @@ def test_the_chain_trains_its_source_first_and_starts_from_its_run(synthetic_dir
     with pytest.raises(ValueError, match="list blip2 first"):
         run_sweep(chain[1:], [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells", repeats=1,
                   log=lambda _: None)
-    def run():
-        return run_sweep(chain, [0], setup=setup, overrides=TINY, sweep_dir=tmp_path / "cells",
+    def run(sweep_dir=tmp_path / "cells"):
+        return run_sweep(chain, [0], setup=setup, overrides=TINY, sweep_dir=sweep_dir,
                          records_dir=tmp_path / "records", repeats=1, log=lambda _: None)
 
     assert recorded(tmp_path / "records", chain, [0, 1]) == {"blip2": [], "video-qformer-init": []}
@@ -156,7 +156,11 @@ def test_the_chain_trains_its_source_first_and_starts_from_its_run(synthetic_dir
 
     # another machine: the records were kept (committed), the runs were not
     shutil.rmtree(tmp_path / "cells")
-    assert run().ran == []
+    assert run(tmp_path / "elsewhere").ran == []
+    assert record["config"]["model"]["init_from"] == "<root>/blip2/seed0"  # a path from its root on
+    with pytest.raises(ValueError, match=r"seed0.json was trained with another config.*train\.weight_decay"):
+        run_sweep(chain, [0], setup=lambda f, o: setup(f, [*o, "train.weight_decay=0.3"]), overrides=TINY,
+                  sweep_dir=tmp_path / "cells", records_dir=tmp_path / "records", repeats=1, log=lambda _: None)
     (tmp_path / "records" / "video-qformer-init" / "seed0.json").unlink()
     assert run().ran == [("video-qformer-init", 0)]  # blip2's record stands; its run is made again to start from
     assert (tmp_path / "cells" / "blip2" / "seed0" / "results.json").is_file()

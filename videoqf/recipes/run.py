@@ -128,16 +128,20 @@ def check_resumable(run_dir: str | Path) -> None:
                                 "(a stage folder's checkpoints/ with a 'latest')")
 
 
-def changes_since(folder: Path, cfg: ExperimentConfig) -> list[str]:
-    """How ``cfg`` differs from the experiment config saved in ``folder`` (``config_changes``' lines). The saved
-    config is read through today's schema, so a key added since then counts only where ``cfg`` moves it off its
-    default; a saved config that today's schema refuses (a key removed since) is compared as written."""
-    saved = folder / CONFIG_NAME
+def read_saved_config(path: Path) -> dict:
+    """An experiment config saved as YAML, read through today's schema, so a key added since then holds its default;
+    one that today's schema refuses (a key removed since) is read as written."""
     try:
-        text = to_yaml(load_experiment([saved]))
+        text = to_yaml(load_experiment([path]))
     except ValueError:
-        text = saved.read_text()
-    return config_changes(yaml.safe_load(text), yaml.safe_load(to_yaml(cfg)))
+        text = path.read_text()
+    return yaml.safe_load(text)
+
+
+def changes_since(folder: Path, cfg: ExperimentConfig) -> list[str]:
+    """How ``cfg`` differs from the experiment config saved in ``folder`` (``config_changes``' lines, through
+    ``read_saved_config``: a key added since counts only where ``cfg`` moves it off its default)."""
+    return config_changes(read_saved_config(folder / CONFIG_NAME), yaml.safe_load(to_yaml(cfg)))
 
 
 def check_same_experiment(checkpoint: Path, cfg: ExperimentConfig, *, allow_change: bool) -> None:

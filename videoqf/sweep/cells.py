@@ -13,9 +13,10 @@ that finished cells outlive the machine whose sweep directory held their runs; a
 is gone trains that source again before it starts from it.
 
 Every JSON keeps the model file and overrides it was made with; a restart with other settings is
-refused (use another sweep directory) rather than mixing budgets in one table. A finished cell is also
-checked against the config its recipe resolves to now (its run's ``experiment.yaml``), so a variant file or
-default changed since is refused too; a cost record made from another resolved config is measured again.
+refused (use another sweep directory) rather than mixing budgets in one table. A seed record also keeps the
+config its recipe resolved to (paths from the data cache or sweep directory on), and is checked against what the
+recipe resolves to now, so a variant file or default changed since is refused too, on any machine; a cost record
+made from another resolved config is measured again.
 
 Costs come from the cached frozen-encoder features (the encoders' own cost is the same for every variant
 and is not counted): FLOPs by ``torch.utils.flop_counter.FlopCounterMode`` over one micro-batch, divided
@@ -28,13 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from videoqf.backends import BACKENDS
@@ -48,8 +51,9 @@ from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives import ModelWithLoss, build_objective
 from videoqf.recipes.run import (CONFIG_NAME, RESULTS_NAME, changes_since, datasets, has_checkpoint, make_collate,
-                                 run_experiment)
+                                 read_saved_config, run_experiment)
 from videoqf.recipes.synthetic import CONFIGS as CONFIG_DIR
+from videoqf.train.checkpoint import config_changes
 from videoqf.train.logging import METRICS_FILE
 from videoqf.train.loop import to_device
 NO_AUDIO_CACHE_SUFFIX = "-noaudio"
@@ -211,15 +215,44 @@ def _read_checked(path: Path, recipe: dict) -> dict | None:
     return record
 
 
+def portable_config(cfg: ExperimentConfig, roots: Sequence[str | Path]) -> dict:
+    """``cfg`` as a nested dict in which every path under one of ``roots`` (the data cache, the sweep directory) is
+    written from that root on (``<root>/...``), so the same cell set up on another machine gives the same dict."""
+    prefixes = [str(root).rstrip("/") for root in roots]
+
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        for prefix in prefixes:
+            if isinstance(value, str) and (value == prefix or value.startswith(prefix + "/")):
+                return "<root>" + value[len(prefix):]
+        return value
+    return walk(yaml.safe_load(to_yaml(cfg)))
+
+
+def _refuse_changed(where: Path, changes: list[str], fix: str) -> None:
+    if changes:
+        raise ValueError(f"{where} was trained with another config than its recipe now gives ("
+                         f"{'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}): a variant file or a "
+                         f"default changed since; {fix}")
+
+
+def _check_recorded(path: Path, record: dict, cfg: ExperimentConfig, roots: Sequence[str | Path]) -> None:
+    """Refuse a record whose cell was trained with another resolved config than ``cfg`` now is (read through
+    today's schema: a key added since counts only off its default)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / CONFIG_NAME
+        saved.write_text(yaml.safe_dump(record["config"]))
+        changes = config_changes(read_saved_config(saved), portable_config(cfg, roots))
+    _refuse_changed(path, changes, "delete that record or use another --cells")
+
+
 def _check_trained_as(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Refuse a finished cell whose run was trained with another resolved config than ``cfg``."""
-    if not (run_dir / CONFIG_NAME).is_file():
-        return
-    changes = changes_since(run_dir, cfg)
-    if changes:
-        raise ValueError(f"{run_dir} was trained with another config than its recipe now gives ("
-                         f"{'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}): a variant file or a "
-                         "default changed since; delete that cell or use another --sweep-dir")
+    if (run_dir / CONFIG_NAME).is_file():
+        _refuse_changed(run_dir, changes_since(run_dir, cfg), "delete that cell or use another --sweep-dir")
 
 
 def _config_digest(cfg: ExperimentConfig) -> str:
@@ -333,13 +366,16 @@ def _train_cell(cfg: ExperimentConfig, run_dir: Path) -> tuple[dict, int]:
 
 
 def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overrides: list[str] = (),
-              sweep_dir: str | Path = "runs/sweep", records_dir: str | Path | None = None, repeats: int = 5,
-              threads: int | None = 1, log: Callable[[str], None] = print) -> SweepResult:
+              sweep_dir: str | Path = "runs/sweep", records_dir: str | Path | None = None,
+              roots: Sequence[str | Path] = (), repeats: int = 5, threads: int | None = 1,
+              log: Callable[[str], None] = print) -> SweepResult:
     """Measure and train every (variant, seed) cell not yet recorded in ``records_dir`` (default ``sweep_dir``,
     which holds the runs and costs); return all records.
 
     ``setup(model_file, overrides)`` gives a cell's experiment, ``overrides`` the budget and any user changes
-    (applied after the variant's own); ``threads`` sets torch's intra-op threads meanwhile.
+    (applied after the variant's own); ``threads`` sets torch's intra-op threads meanwhile. A record keeps its
+    cell's resolved config with paths under ``roots`` (the data cache) or ``sweep_dir`` written from there on, and a
+    record whose config differs from what its recipe resolves to now is refused.
     """
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
@@ -364,6 +400,7 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                                       **measured[name]}
                 _write(sweep_dir / name / "cost.json", result.costs[name])
         records_dir = Path(records_dir) if records_dir is not None else sweep_dir
+        roots = [*roots, sweep_dir]
         by_name = {v.name: v for v in variants}
         for i, v in enumerate(variants):
             if v.init_from and v.init_from not in [u.name for u in variants[:i]]:
@@ -375,7 +412,13 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                 record = _read_checked(path, recipe)
                 run_dir = sweep_dir / v.name / f"seed{seed}"
                 if record is not None:
-                    _check_trained_as(run_dir, cfg)
+                    if "config" in record:
+                        _check_recorded(path, record, cfg, roots)
+                    else:  # made before records kept their config: check its run, then keep the config
+                        _check_trained_as(run_dir, cfg)
+                        if (run_dir / CONFIG_NAME).is_file():
+                            record = {**record, "config": portable_config(cfg, roots)}
+                            _write(path, record)
                     result.cells[v.name].append(record)
                     continue
                 if source_run is not None and not (source_run / RESULTS_NAME).is_file():
@@ -385,7 +428,8 @@ def run_sweep(variants: list[Variant], seeds: list[int], *, setup: Setup, overri
                 start = time.perf_counter()
                 metrics, held_out = _train_cell(cfg, run_dir)
                 record = {"variant": v.name, "seed": seed, "recipe": recipe, "metrics": metrics,
-                          "held_out_clips": held_out, "wall_s": time.perf_counter() - start}
+                          "held_out_clips": held_out, "wall_s": time.perf_counter() - start,
+                          "config": portable_config(cfg, roots)}
                 _write(path, record)
                 result.ran.append((v.name, seed))
                 result.cells[v.name].append(record)
