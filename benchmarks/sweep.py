@@ -13,7 +13,8 @@ held-out clips, once after stage 1 (the forgetting column) and once at the end. 
 - the chain: blip2, then video-llama-init and video-qformer-init started from its run of the same seed (a
   chain's source is trained first, and added when only the chain is asked for);
 - any backend later registered with a configs/variants/NAME.yaml.
---persistent-objects runs all of it on the world where every object stays on screen (order only from time).
+--persistent-objects runs all of it on the world where the objects stay on screen, each event an excursion (its
+object back at rest after it), so order shows in time only.
 Writes benchmarks/results/sweep.md (sweep-persistent.md) with the table, command, machine, date and what the
 numbers say against the seed spread, and a PNG of quality against backend FLOPs per clip. Runs are kept in
 --sweep-dir, a restart resumes a half-run cell from its last finished stage. Each finished cell's record is kept
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
-from videoqf.data.synthetic.generate import WORLD_VERSION  # noqa: E402
+from videoqf.data.synthetic.generate import world_version  # noqa: E402
 from videoqf.recipes.synthetic import EMBEDDED_CLIPS, cache_root, embedded_experiment  # noqa: E402
 from videoqf.sweep.cells import BUDGETS, available_variants, recorded, run_sweep, select_variants  # noqa: E402
 from videoqf.sweep.report import plot, report_body  # noqa: E402
@@ -62,7 +63,8 @@ def parse_args(argv=None):
     ap.add_argument("--status", action="store_true", help="list the cells recorded and left, train nothing")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
-                    help="the persistent-objects world: every object stays on screen, so order can only come from time")
+                    help="the persistent-objects world: objects stay on screen, back at rest after their event, so "
+                         "order can only come from time")
     ap.add_argument("--repeats", type=int, default=5, help="timed train steps per variant")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every cell")
@@ -75,7 +77,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     name = "sweep-persistent" if args.persistent_objects else "sweep"
     standard = budget == "full" and not args.overrides and args.synthetic_clips == EMBEDDED_CLIPS
-    cells = args.cells or (RESULTS_DIR / "sweep-cells" / f"{name}-v{WORLD_VERSION}" if standard else None)
+    world = world_version(args.persistent_objects)
+    cells = args.cells or (RESULTS_DIR / "sweep-cells" / f"{name}-v{world}" if standard else None)
     sweep_dir = args.sweep_dir or f"runs/{name}"
     if args.status:
         done = recorded(cells or sweep_dir, select_variants(args.variants), seeds)
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
                        overrides=[*BUDGETS[budget], *args.overrides], sweep_dir=sweep_dir,
                        records_dir=cells, roots=[cache_root()], repeats=args.repeats, threads=args.threads)
     label = budget + (" (smoke budget: not for conclusions)" if budget == "quick" else "")
-    label += f"; world v{WORLD_VERSION}, " + ("persistent objects" if args.persistent_objects else "own-event objects")
+    label += f"; world v{world}, " + ("persistent objects" if args.persistent_objects else "own-event objects")
     body = report_body(result, budget=" ".join([label, *args.overrides]), name=name)
     md = write_result(name, "Video backends side by side (benchmarks/sweep.py"
                       + (", persistent-objects world)" if args.persistent_objects else ")"), body)

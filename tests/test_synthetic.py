@@ -163,6 +163,35 @@ def test_objects_seen_during_their_own_event_only_unless_persistent():
     assert tuple(frames[shown, y, x]) == COLOURS[colour] and tuple(frames[first["frames"][1], y, x]) == BACKGROUND
 
 
+def test_persistent_events_are_excursions_so_no_frame_tells_which_are_over():
+    rng = np.random.default_rng(7)
+    specs = [sample_spec(rng, num_frames=24, segments=8, sound=None, persistent=True) for _ in range(40)]
+    assert all(spec["persistent"] and spec["returns"] for spec in specs)
+    actions = set()
+    for spec in specs:
+        for frame in range(24):
+            shown = {o["shape"] + o["colour"] + str(o["centre"]): o for o in object_states(spec, frame)}
+            for event in spec["events"]:
+                start, stop = event["frames"]
+                actions.add(event["action"])
+                rest = event["shape"] + event["colour"] + str(event["from"])
+                if event["action"] == "appears":  # on screen from its appearance to its span's end only
+                    assert (rest in shown) == (event["at"] <= frame < stop), (frame, event)
+                elif not start <= frame < stop:  # before and after its span: on its cell, in its colour
+                    assert rest in shown, (frame, event)
+    assert actions == {"appears", "moves", "turns"}
+    # drawn: a turned object is back in its colour on the frame after its span (it kept the new one in v4 specs)
+    spec = next(s for s in specs if s["events"][0]["action"] == "turns")
+    first = spec["events"][0]
+    x, y = (int(c * 48) for c in first["from"])
+    frames = render_frames(spec, 48)
+    after = first["frames"][1]
+    assert tuple(frames[after - 1, y, x]) == COLOURS[first["new_colour"]]
+    assert tuple(frames[after, y, x]) == COLOURS[first["colour"]]
+    kept = render_frames({**spec, "returns": False}, 48)
+    assert tuple(kept[after, y, x]) == COLOURS[first["new_colour"]]
+
+
 def test_same_seed_same_set(tmp_path):
     cfg = SyntheticConfig(num=4, seed=11, size=32, num_frames=8, workers=1)
     generate(str(tmp_path / "a"), cfg, progress=False)

@@ -30,8 +30,8 @@ def parse_args(argv=None) -> tuple[str, SyntheticConfig]:
         "val_fraction": "share of clips in val",
         "test_fraction": "share of clips in test", "pair_fraction": "share of clips in order/sound pairs",
         "silent_fraction": "share of single clips without an audio track", "workers": "encoding processes",
-        "persistent_objects": "every object stays on screen from its appearance to the end of the clip "
-                              "(else each is seen during its own event only)",
+        "persistent_objects": "objects that move or turn stay on screen all along, back at rest after their "
+                              "event, so order shows in time only (else each is seen during its own event only)",
     }
     for field in fields(SyntheticConfig):
         default = getattr(defaults, field.name)

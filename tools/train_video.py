@@ -57,8 +57,9 @@ def parse_args(argv=None):
     ap.add_argument("--run-dir", help="where checkpoints, logs and results go (default: runs/VARIANT-TIME)")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
-                    help="embedded synthetic world: objects stay on screen to the end of the clip, so the captions "
-                         "must also tell which object acted when (default: each is seen during its own event only)")
+                    help="embedded synthetic world: objects that move or turn stay on screen all along, back at rest "
+                         "after their event, so the captions must also tell which object acted when (default: each "
+                         "is seen during its own event only)")
     ap.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     return ap.parse_args(argv)

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from videoqf.data.synthetic import SyntheticConfig, generate, load_tokenizer
-from videoqf.data.synthetic.generate import WORLD_VERSION
+from videoqf.data.synthetic.generate import world_version
 from videoqf.experiment import ExperimentConfig, load_experiment
 from videoqf.io import file_lock
 from videoqf.llm.config import CaptionLMConfig
@@ -39,7 +39,7 @@ def cache_root() -> Path:
 def synthetic_dir(config: SyntheticConfig) -> Path:
     """Where the cache keeps the embedded world of ``config`` (its clip count, seed and kind of objects)."""
     kind = "-persistent" if config.persistent_objects else ""
-    return cache_root() / f"synthetic-v{WORLD_VERSION}-{config.num}-seed{config.seed}{kind}"
+    return cache_root() / f"synthetic-v{world_version(config.persistent_objects)}-{config.num}-seed{config.seed}{kind}"
 
 
 def prepare_synthetic(out_dir: Path, config: SyntheticConfig) -> Path:

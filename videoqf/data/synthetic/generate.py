@@ -31,9 +31,15 @@ from videoqf.data.synthetic.vocab import SOUNDS
 
 SPLITS = ("train", "val", "test")
 # Bumped whenever one config makes other clips than before (2: shapes drawn independently; 3: objects seen during
-# their own event by default; 4: spans of whole sampler segments, the longer ones at random places), so that caches
-# named after it (videoqf.recipes.synthetic.synthetic_dir) are never read for another world.
-WORLD_VERSION = 4
+# their own event by default; 4: spans of whole sampler segments, the longer ones at random places; 5, the
+# persistent-objects world only: events are excursions, so no frame shows which are over), so that caches named
+# after it (videoqf.recipes.synthetic.synthetic_dir) are never read for another world.
+_VERSIONS = {False: 4, True: 5}  # by persistent_objects
+
+
+def world_version(persistent_objects: bool = False) -> int:
+    """The version of the own-event world, or of the persistent-objects one."""
+    return _VERSIONS[bool(persistent_objects)]
 
 
 @dataclass
@@ -52,8 +58,8 @@ class SyntheticConfig:
     test_fraction: float = 0.1
     pair_fraction: float = 0.3  # share of all clips that belong to an order or sound pair
     silent_fraction: float = 0.15  # share of single clips without an audio track
-    # False: each object is on screen during its own event only. True: an object stays from its appearance to the
-    # end, so a caption must also tell which of the objects on screen acted when (harder: docs/decisions.md)
+    # False: each object is on screen during its own event only. True: objects that move or turn are on screen all
+    # along, back at rest after their event, so a caption must also tell which of them acted when (docs/decisions.md)
     persistent_objects: bool = False
     workers: int = 2
 

@@ -6,7 +6,11 @@ frames ``[start, stop)``, the spans tiling the clip in order along the sampler's
 span an event is visible: "appears" and "turns" happen at the span's middle frame (``at``), "moves" slides one
 grid cell linearly from the span's first to its last frame. An object is on screen during its own span (an
 "appears" object from its ``at`` frame on); with ``"persistent": True`` (and in specs written before the key
-existed) it stays to the end, and "moves"/"turns" objects are on screen from frame 0.
+existed) it stays to the end, and "moves"/"turns" objects are on screen from frame 0. With ``"returns": True``
+(the persistent world's specs since world v5) an event is an excursion: after its span a mover is back on its
+cell, a turned object back in its colour, and an object that appeared is gone, so no frame shows which events
+are over and order can come from time only (with persistent objects kept to the end, a frame showing one object
+already changed and another not yet tells the order by itself).
 Positions are fractions of the frame size on a 3x3 grid, so the spec does not depend on resolution.
 
 ``object_states(spec, i)`` says what frame ``i`` shows; the renderer draws from it and tests use it
@@ -48,8 +52,9 @@ def _retime(events: list[dict], spans: list[list[int]]) -> None:
 def sample_spec(rng: np.random.Generator, *, num_frames: int, segments: int, sound: str | None,
                 persistent: bool = False) -> dict:
     """A random clip: 2-3 events whose objects sit on distinct grid cells, their spans whole segments of
-    ``segments`` (``_spans``). ``persistent``: every object stays on screen for the whole clip (from its
-    appearance on); else each is seen during its own event only.
+    ``segments`` (``_spans``). ``persistent``: every object that moves or turns is on screen for the whole clip,
+    back at rest after its event (``"returns"``), and one that appears from its appearance to its span's end;
+    else each is seen during its own event only.
 
     Shapes are drawn independently, as colours are: with distinct shapes per clip the caption's earlier events
     would name the later shapes (the last one follows from the others), so a captioner trained with teacher
@@ -82,7 +87,8 @@ def sample_spec(rng: np.random.Generator, *, num_frames: int, segments: int, sou
         free.discard(cell)
         events.append(event)
     _retime(events, _spans(num_events, num_frames, segments, rng))
-    return {"num_frames": num_frames, "events": events, "sound": sound, "persistent": persistent}
+    return {"num_frames": num_frames, "events": events, "sound": sound, "persistent": persistent,
+            "returns": persistent}
 
 
 def describe(event: dict) -> str:
@@ -135,15 +141,16 @@ def object_states(spec: dict, frame: int) -> list[dict]:
     states = []
     for event in spec["events"]:
         start, stop = event["frames"]
-        if event["action"] == "appears" and frame < event["at"]:
+        at_rest = spec.get("returns", False) and frame >= stop  # an excursion over: an appeared object is gone
+        if event["action"] == "appears" and (frame < event["at"] or at_rest):
             continue
         if not spec.get("persistent", True) and not start <= frame < stop:
             continue
         colour = event["colour"]
-        if event["action"] == "turns" and frame >= event["at"]:
+        if event["action"] == "turns" and frame >= event["at"] and not at_rest:
             colour = event["new_colour"]
         centre = event["from"]
-        if event["action"] == "moves":
+        if event["action"] == "moves" and not at_rest:
             alpha = float(np.clip((frame - start) / max(1, stop - 1 - start), 0.0, 1.0))
             centre = [a + alpha * (b - a) for a, b in zip(event["from"], event["to"])]
         states.append({"shape": event["shape"], "colour": colour, "rgb": COLOURS[colour], "centre": centre})
