@@ -56,8 +56,8 @@ def parse_args(argv=None):
     ap.add_argument("--seeds", default="0,1", help="comma-separated train seeds (default: 0,1)")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="stage steps and eval size")
     ap.add_argument("--quick", action="store_true", help="same as --budget quick")
-    ap.add_argument("--sweep-dir", help="where cells are saved and resumed from (default: runs/sweep, or "
-                                        "runs/sweep-persistent with --persistent-objects)")
+    ap.add_argument("--sweep-dir", help="where the cells' runs and costs are kept, a half-run cell resuming from it "
+                                        "(default: runs/sweep, or runs/sweep-persistent with --persistent-objects)")
     ap.add_argument("--cells", help="where finished cells' records are kept (default: at the standard budget with no "
                                     "overrides, benchmarks/results/sweep-cells/<world>; otherwise the sweep dir)")
     ap.add_argument("--status", action="store_true", help="list the cells recorded and left, train nothing")
