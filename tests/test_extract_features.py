@@ -18,11 +18,12 @@ from videoqf.data.config import DataConfig, build_dataset, cache_spec
 from videoqf.data.extract import extract_features
 from videoqf.data.feature_cache import CacheSpecMismatch, FeatureCache
 from videoqf.data.synthetic import load_tokenizer
+from videoqf.experiment import load_experiment
 from videoqf.models.collate import CaptionCollate
 from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives.stage1 import Stage1Loss
-from videoqf.recipes.features import clip_overrides
+from videoqf.recipes.features import clip_overrides, feature_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,3 +134,18 @@ def test_extraction_killed_then_resumed(synthetic_dir, tmp_path):
         item = dataset[i]
         assert item["frame_features"].shape == (4, vision.num_tokens, vision.output_dim)
         assert torch.isfinite(item["frame_features"]).all()
+
+
+def test_cache_name_does_not_depend_on_where_the_cache_lives(tmp_path):
+    """The embedded default's features keep their name in a cache moved or made on another machine (sweep records
+    name them), and a cache of other data gets another."""
+    files = [ROOT / "configs" / "synthetic.yaml", ROOT / "configs" / "variants" / "cascaded.yaml"]
+
+    def digest(root: Path, world: str = "world") -> str:
+        cfg = load_experiment(files, ["model.llm.arch=causal", "model.llm.path=unset",
+                                      f"data.annotations={root / world / 'train.jsonl'}"])
+        return feature_digest(cfg, root)
+
+    here, there = tmp_path / "cache", tmp_path / "elsewhere" / "cache"
+    assert digest(here) == digest(there)
+    assert digest(here) != digest(here, "other-world")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 from videoqf.config import to_yaml
 from videoqf.data.config import DataConfig, build_dataset, cache_spec
@@ -20,9 +21,14 @@ def config_digest(parts) -> str:
     return hashlib.sha256(to_yaml(parts).encode()).hexdigest()[:12]
 
 
-def feature_digest(cfg) -> str:
-    """A short name for everything an experiment's cached features depend on (data, encoders, seed)."""
-    parts = {"format": FORMAT_VERSION, "annotations": cfg.data.annotations, "sampler": cfg.data.sampler,
+def feature_digest(cfg, root: str | Path | None = None) -> str:
+    """A short name for everything an experiment's cached features depend on (data, encoders, seed). Annotations
+    under ``root`` (the cache they sit in) are named from there on, so a cache moved or made on another machine
+    keeps the same name."""
+    annotations = Path(cfg.data.annotations)
+    if root is not None and annotations.is_relative_to(root):
+        annotations = annotations.relative_to(root)
+    parts = {"format": FORMAT_VERSION, "annotations": str(annotations), "sampler": cfg.data.sampler,
              "sampler_kwargs": cfg.data.sampler_kwargs, "num_frames": cfg.data.num_frames,
              "audio": cfg.data.audio and cfg.model.use_audio,
              "vision": cfg.model.vision, "audio_encoder": cfg.model.audio, "seed": cfg.model.frozen_init_seed}
