@@ -82,7 +82,8 @@ def embedded_experiment(model_file: str | Path, overrides: Sequence[str] = (), *
             f"model.llm.path={lm}"]
     cfg = load_experiment(files, [*made, *overrides])
     if not cfg.data.features:
-        cfg = replace(cfg, data=replace(cfg.data, features=str(cache_root() / f"features-{feature_digest(cfg, cache_root())}")))
+        features = cache_root() / f"features-{feature_digest(cfg, cache_root())}"
+        cfg = replace(cfg, data=replace(cfg.data, features=str(features)))
     extraction = None
     if not (lm / DONE).exists():
         # the caption LM and the frozen encoders' features are independent: make them side by side
