@@ -36,6 +36,7 @@ lists its own variants, so write the whole table by running once more over the f
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -60,7 +61,7 @@ def parse_args(argv=None):
                                         "(default: runs/sweep, or runs/sweep-persistent with --persistent-objects)")
     ap.add_argument("--cells", help="where finished cells' records are kept (default: at the standard budget with no "
                                     "overrides, benchmarks/results/sweep-cells/<world>; otherwise the sweep dir)")
-    ap.add_argument("--status", action="store_true", help="list the cells recorded and left, train nothing")
+    ap.add_argument("--status", action="store_true", help="list the cells recorded and left, with the cell time spent and left; train nothing")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
                     help="the persistent-objects world: objects stay on screen, back at rest after their event, so "
@@ -69,6 +70,25 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every cell")
     return ap.parse_args(argv)
+
+
+def print_status(records: Path, variants, seeds: list[int]) -> None:
+    """Each variant's recorded and left seeds, and the cell time spent and, at the recorded cells' pace, left."""
+    done = recorded(records, variants, seeds)
+    walls = {v: [json.loads((records / v / f"seed{s}.json").read_text())["wall_s"] for s in got]
+             for v, got in done.items()}
+    spent = [w for ws in walls.values() for w in ws]
+    pace = sum(spent) / len(spent) if spent else None
+    left = {v: [s for s in seeds if s not in got] for v, got in done.items()}
+    for v, got in done.items():
+        took = f" ({sum(walls[v]) / 60:.0f} min)" if got else ""
+        print(f"{v}: recorded seeds {got or '-'}{took}, left {left[v] or '-'}")
+    cells_left = sum(len(s) for s in left.values())
+    print(f"{cells_left} of {len(seeds) * len(done)} cells left (records in {records})")
+    if pace is not None:
+        ahead = sum(len(left[v]) * (sum(walls[v]) / len(walls[v]) if walls[v] else pace) for v in done)
+        print(f"recorded cells took {sum(spent) / 3600:.1f} h of cell time; the cells left, at each variant's mean "
+              f"(the mean of all where none is recorded), about {ahead / 3600:.1f} h of cell time")
 
 
 def main(argv=None) -> int:
@@ -81,11 +101,7 @@ def main(argv=None) -> int:
     cells = args.cells or (RESULTS_DIR / "sweep-cells" / f"{name}-v{world}" if standard else None)
     sweep_dir = args.sweep_dir or f"runs/{name}"
     if args.status:
-        done = recorded(cells or sweep_dir, select_variants(args.variants), seeds)
-        for variant, got in done.items():
-            print(f"{variant}: recorded seeds {got or '-'}, left {[s for s in seeds if s not in got] or '-'}")
-        left = sum(len(seeds) - len(got) for got in done.values())
-        print(f"{left} of {len(seeds) * len(done)} cells left (records in {cells or sweep_dir})")
+        print_status(Path(cells or sweep_dir), select_variants(args.variants), seeds)
         return 0
     result = run_sweep(select_variants(args.variants), seeds,
                        setup=partial(embedded_experiment, num_clips=args.synthetic_clips,

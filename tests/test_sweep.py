@@ -177,3 +177,18 @@ def test_the_shortcut_check_flags_an_order_blind_variant_above_chance():
 def test_clipping_and_warm_up_are_compared_without_the_kit_row():
     text = "\n".join(findings(fake({"cascaded": [0.8, 0.9], "cascaded-bare": [0.5, 0.6]})))
     assert "gradient clipping and warm-up on vs off** (cascaded vs cascaded-bare)" in text
+
+
+def test_status_counts_the_cells_and_their_time(tmp_path, capsys):
+    from benchmarks.sweep import print_status
+    variants = select_variants("cascaded,meanpool")
+    for seed, wall in ((0, 600.0), (1, 1200.0)):
+        (tmp_path / "cascaded").mkdir(exist_ok=True)
+        (tmp_path / "cascaded" / f"seed{seed}.json").write_text(json.dumps({"wall_s": wall}))
+    print_status(tmp_path, variants, [0, 1, 2])
+    out = capsys.readouterr().out
+    assert "cascaded: recorded seeds [0, 1] (30 min), left [2]" in out
+    assert "meanpool: recorded seeds -, left [0, 1, 2]" in out
+    assert "4 of 6 cells left" in out
+    # 0.5 h spent; left: cascaded's one at its mean 900 s, meanpool's three at the mean of all, 900 s
+    assert "took 0.5 h of cell time" in out and "about 1.0 h of cell time" in out
