@@ -61,7 +61,8 @@ def parse_args(argv=None):
                                         "(default: runs/sweep, or runs/sweep-persistent with --persistent-objects)")
     ap.add_argument("--cells", help="where finished cells' records are kept (default: at the standard budget with no "
                                     "overrides, benchmarks/results/sweep-cells/<world>; otherwise the sweep dir)")
-    ap.add_argument("--status", action="store_true", help="list the cells recorded and left, with the cell time spent and left; train nothing")
+    ap.add_argument("--status", action="store_true",
+                    help="list the cells recorded and left, with the cell time spent and left; train nothing")
     ap.add_argument("--synthetic-clips", type=int, default=EMBEDDED_CLIPS, help="size of the embedded synthetic set")
     ap.add_argument("--persistent-objects", action="store_true",
                     help="the persistent-objects world: objects stay on screen, back at rest after their event, so "
