@@ -78,16 +78,16 @@ def print_status(records: Path, variants, seeds: list[int]) -> None:
     done = recorded(records, variants, seeds)
     walls = {v: [json.loads((records / v / f"seed{s}.json").read_text())["wall_s"] for s in got]
              for v, got in done.items()}
-    spent = [w for ws in walls.values() for w in ws]
-    pace = sum(spent) / len(spent) if spent else None
     left = {v: [s for s in seeds if s not in got] for v, got in done.items()}
     for v, got in done.items():
         took = f" ({sum(walls[v]) / 60:.0f} min)" if got else ""
         print(f"{v}: recorded seeds {got or '-'}{took}, left {left[v] or '-'}")
     cells_left = sum(len(s) for s in left.values())
     print(f"{cells_left} of {len(seeds) * len(done)} cells left (records in {records})")
-    if pace is not None:
-        ahead = sum(len(left[v]) * (sum(walls[v]) / len(walls[v]) if walls[v] else pace) for v in done)
+    spent = [w for ws in walls.values() for w in ws]
+    if spent:
+        pace = sum(spent) / len(spent)
+        ahead = sum(len(left[v]) * (sum(ws) / len(ws) if ws else pace) for v, ws in walls.items())
         print(f"recorded cells took {sum(spent) / 3600:.1f} h of cell time; the cells left, at each variant's mean "
               f"(the mean of all where none is recorded), about {ahead / 3600:.1f} h of cell time")
 
