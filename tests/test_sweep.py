@@ -192,3 +192,9 @@ def test_status_counts_the_cells_and_their_time(tmp_path, capsys):
     assert "4 of 6 cells left" in out
     # 0.5 h spent; left: cascaded's one at its mean 900 s, meanpool's three at the mean of all, 900 s
     assert "took 0.5 h of cell time" in out and "about 1.0 h of cell time" in out
+
+
+def test_the_chain_rows_are_compared_with_their_recipes_from_scratch():
+    text = "\n".join(findings(fake({"video-llama-init": [0.8, 0.9], "video-llama": [0.5, 0.6], "video-qformer": [0.7]})))
+    assert "Video-LLaMA from the BLIP-2 run vs from scratch** (video-llama-init vs video-llama)" in text
+    assert "Video Q-Former from the BLIP-2 run" not in text  # no video-qformer-init cells: nothing to compare

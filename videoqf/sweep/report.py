@@ -33,6 +33,10 @@ EXPECTED = (
     ("attentive pooling on vs off", "spatiotemporal", "spatiotemporal-nopool",
      ("t2v_r1", "order_pair_acc", "caption_order_acc")),
     ("4 vs 8 frame queries", "cascaded", "cascaded-8q", ("order_pair_acc", "caption_order_acc", "t2v_r1")),
+    ("Video-LLaMA from the BLIP-2 run vs from scratch", "video-llama-init", "video-llama",
+     ("t2v_r1", "caption_order_acc", "cider")),
+    ("Video Q-Former from the BLIP-2 run vs from scratch", "video-qformer-init", "video-qformer",
+     ("t2v_r1", "caption_order_acc", "cider")),
 )
 
 # Variants with no temporal position anywhere: a clip and its reordered partner differ to them only by float
