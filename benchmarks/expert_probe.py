@@ -101,6 +101,7 @@ def main(argv=None) -> str:
         groups[name], start = slice(start, start + size), start + size
     groups["all queries"] = slice(0, start)
     train, held_out = datasets(cfg, model)
+    world = "persistent-objects world" if train.record(0).meta["spec"].get("persistent") else "own-event world"
     collate = make_collate(cfg, model.tokenizer)
     fit, fit_y = group_outputs(model, train, collate, groups, args.train_clips)
     test, test_y = group_outputs(model, held_out, collate, groups, 0)
@@ -137,8 +138,9 @@ def main(argv=None) -> str:
             "clips.\n\n" + "\n".join(lines))
     print(body)
     if not args.no_write:
-        name = "expert_probe-" + ("-".join(backend.timed_experts) if backend.experts else "no-experts")
-        print("wrote", write_result(name, f"Expert probe: spatiotemporal, time read by {timed}", body))
+        name = ("expert_probe-" + ("-".join(backend.timed_experts) if backend.experts else "no-experts")
+                + ("-persistent" if world.startswith("persistent") else ""))
+        print("wrote", write_result(name, f"Expert probe: spatiotemporal, time read by {timed}, {world}", body))
     return body
 
 
