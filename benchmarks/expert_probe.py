@@ -15,6 +15,7 @@ A last row probes the frozen encoder's tokens (as the backend reads them) averag
 order by construction: what it gets right on the order column, the world gives away without order.
 
     python benchmarks/expert_probe.py --checkpoint runs/spatiotemporal-20261205-0130
+    python benchmarks/expert_probe.py --checkpoint runs/sweep/spatiotemporal/seed{0,1,2}/stage1   # over seeds
 """
 from __future__ import annotations
 
@@ -84,16 +85,15 @@ def order_sensitivity(x: torch.Tensor, x_reversed: torch.Tensor) -> float:
     return ((x - x_reversed).norm(dim=1).mean() / (x - x.roll(1, dims=0)).norm(dim=1).mean()).item()
 
 
-def main(argv=None) -> str:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="a trained spatiotemporal run, stage or checkpoint folder")
-    ap.add_argument("--train-clips", type=int, default=2000, help="training clips the probes are fitted on")
-    ap.add_argument("--ridge", type=float, default=0.1, help="ridge, relative to the mean kernel diagonal")
-    ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
-    args = ap.parse_args(argv)
-    model, cfg, folder = load_model(args.checkpoint)
+COLUMNS = ["colour & shape present", "event 1-3: colour", "event 1-3: shape", "event 1-3: action (direction)",
+           "first event's colour (2+ colours)", "order sensitivity"]
+
+
+def probe_run(checkpoint: str, train_clips: int, ridge: float) -> dict:
+    """One trained run's probe figures: per query group the COLUMNS, with the run's description and baselines."""
+    model, cfg, folder = load_model(checkpoint)
     if cfg.model.variant != "spatiotemporal":
-        ap.error(f"{args.checkpoint} is a {cfg.model.variant!r} model; the expert probe reads spatiotemporal groups")
+        raise SystemExit(f"{checkpoint} is a {cfg.model.variant!r} model; the expert probe reads spatiotemporal groups")
     backend = model.backend.config
     groups, start = {}, 0
     names = ["spatial", "temporal", "semantic"] if backend.experts else ["queries (one FFN)"]
@@ -101,46 +101,80 @@ def main(argv=None) -> str:
         groups[name], start = slice(start, start + size), start + size
     groups["all queries"] = slice(0, start)
     train, held_out = datasets(cfg, model)
-    world = "persistent-objects world" if train.record(0).meta["spec"].get("persistent") else "own-event world"
     collate = make_collate(cfg, model.tokenizer)
-    fit, fit_y = group_outputs(model, train, collate, groups, args.train_clips)
+    fit, fit_y = group_outputs(model, train, collate, groups, train_clips)
     test, test_y = group_outputs(model, held_out, collate, groups, 0)
 
     def mean_accuracy(train_x, train_y, test_x, test_y):
-        return sum(ridge_accuracy(train_x, train_y[:, j], test_x, test_y[:, j], args.ridge)
+        return sum(ridge_accuracy(train_x, train_y[:, j], test_x, test_y[:, j], ridge)
                    for j in range(train_y.shape[1])) / train_y.shape[1]
 
     majority = test_y["presence"].double().mean(0)
-    chance_presence = torch.maximum(majority, 1 - majority).mean().item()
     ordered = test_y["first"] >= 0
-    blind = test_y["blind"][ordered].mean().item()
-    lines = ["| query group | queries | colour & shape present | event 1-3: colour | event 1-3: shape | "
-             "event 1-3: action (direction) | first event's colour (2+ colours) | order sensitivity |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|",
-             f"| majority class / order-blind best | | {chance_presence:.3f} | | | | {blind:.3f} | 0 |"]
+    figures = {}
     for name in [*groups, ORDER_BLIND]:
         (x, x_rev), (t, t_rev) = fit[name], test[name]
         cells = [mean_accuracy(x, fit_y["presence"], t, test_y["presence"])]
         for a in range(len(ATTRIBUTES)):  # the slot labels are [colour, shape, action] per slot in turn
             cols = [k * len(ATTRIBUTES) + a for k in range(SLOTS)]
             cells.append(mean_accuracy(x, fit_y["slots"][:, cols], t, test_y["slots"][:, cols]))
-        cells.append(ridge_accuracy(x, fit_y["first"], t, test_y["first"], args.ridge))
-        size = groups[name].stop - groups[name].start if name in groups else ""
-        lines.append(f"| {name} | {size} | " + " | ".join(f"{c:.3f}" for c in cells)
-                     + f" | {order_sensitivity(t, t_rev):.3f} |")
-    timed = ", ".join(backend.timed_experts) if backend.experts else "all"
-    body = (f"Run `{folder}` ({'FFN experts' if backend.experts else 'experts off: BLIP-2 routing'}; queries "
-            f"reading time: {timed}; "
-            f"temporal PE {'on' if backend.temporal_pe else 'off'}): each query group's flattened outputs on cached "
-            f"features; ridge probes (ridge {args.ridge} x the mean kernel diagonal) fitted on {len(fit_y['presence'])} "
-            f"training clips, accuracy on {len(test_y['presence'])} held-out clips ({int(ordered.sum())} with 2+ colours). Order sensitivity: mean distance to "
-            "the same clip with its frames reversed over the mean distance to another clip, on the held-out "
-            "clips.\n\n" + "\n".join(lines))
+        cells.append(ridge_accuracy(x, fit_y["first"], t, test_y["first"], ridge))
+        figures[name] = cells + [order_sensitivity(t, t_rev)]
+    persistent = train.record(0).meta["spec"].get("persistent")
+    return dict(
+        folder=folder, figures=figures, sizes={n: g.stop - g.start for n, g in groups.items()},
+        experts=backend.experts, timed=", ".join(backend.timed_experts) if backend.experts else "all",
+        timed_name="-".join(backend.timed_experts) if backend.experts else "no-experts",
+        temporal_pe=backend.temporal_pe, world="persistent-objects world" if persistent else "own-event world",
+        chance_presence=torch.maximum(majority, 1 - majority).mean().item(),
+        blind=test_y["blind"][ordered].mean().item(), fit_clips=len(fit_y["presence"]),
+        test_clips=len(test_y["presence"]), ordered_clips=int(ordered.sum()))
+
+
+def spread(values: list[float]) -> str:
+    """One figure, or the mean and range over the runs."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{sum(values) / len(values):.3f} ({min(values):.3f}..{max(values):.3f})"
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, nargs="+",
+                    help="trained spatiotemporal runs, stage or checkpoint folders; several (seeds of one config) "
+                         "give the mean and range over them")
+    ap.add_argument("--train-clips", type=int, default=2000, help="training clips the probes are fitted on")
+    ap.add_argument("--ridge", type=float, default=0.1, help="ridge, relative to the mean kernel diagonal")
+    ap.add_argument("--no-write", action="store_true", help="print the table without writing results/")
+    args = ap.parse_args(argv)
+    runs = [probe_run(c, args.train_clips, args.ridge) for c in args.checkpoint]
+    first = runs[0]
+    keys = ("experts", "timed", "temporal_pe", "world", "test_clips")
+    for run in runs[1:]:
+        if any(run[k] != first[k] for k in keys):
+            ap.error(f"{run['folder']} differs from {first['folder']} in "
+                     + ", ".join(k for k in keys if run[k] != first[k]) + ": probe one config's runs together")
+    lines = ["| query group | queries | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS),
+             f"| majority class / order-blind best | | {spread([r['chance_presence'] for r in runs])} | | | | "
+             f"{spread([r['blind'] for r in runs])} | 0 |"]
+    for name, cells in first["figures"].items():
+        per_column = zip(*(r["figures"][name] for r in runs))
+        lines.append(f"| {name} | {first['sizes'].get(name, '')} | " + " | ".join(spread(list(v)) for v in per_column)
+                     + " |")
+    folders = ", ".join(f"`{r['folder']}`" for r in runs)
+    over = f"; mean (min..max) over the {len(runs)} runs" if len(runs) > 1 else ""
+    body = (f"Runs {folders} ({'FFN experts' if first['experts'] else 'experts off: BLIP-2 routing'}; queries "
+            f"reading time: {first['timed']}; temporal PE {'on' if first['temporal_pe'] else 'off'}{over}): each "
+            f"query group's flattened outputs on cached features; ridge probes (ridge {args.ridge} x the mean kernel "
+            f"diagonal) fitted on {first['fit_clips']} training clips, accuracy on {first['test_clips']} held-out "
+            f"clips ({first['ordered_clips']} with 2+ colours). Order sensitivity: mean distance to the same clip "
+            "with its frames reversed over the mean distance to another clip, on the held-out clips.\n\n"
+            + "\n".join(lines))
     print(body)
     if not args.no_write:
-        name = ("expert_probe-" + ("-".join(backend.timed_experts) if backend.experts else "no-experts")
-                + ("-persistent" if world.startswith("persistent") else ""))
-        print("wrote", write_result(name, f"Expert probe: spatiotemporal, time read by {timed}, {world}", body))
+        name = f"expert_probe-{first['timed_name']}" + ("-persistent" if first["world"].startswith("persistent") else "")
+        title = f"Expert probe: spatiotemporal, time read by {first['timed']}, {first['world']}"
+        print("wrote", write_result(name, title, body))
     return body
 
 
