@@ -18,7 +18,8 @@ tokens WITHOUT it, so what they read of the frames is the same for any frame ord
 [temporal, semantic]`` makes the spatial queries read appearance alone and T-FFN / SM-FFN what the frames say of
 time; self-attention stays shared, so a spatial query may still learn order from the others in a later layer
 (``benchmarks/expert_probe.py`` measures what each group carries). The default, all three, adds the embedding
-to every token: the roles cost caption order accuracy on the embedded world (docs/decisions.md, 2026-12-05).
+to every token: with the roles the head tells a clip from its reordered partner less often on the embedded
+world (docs/decisions.md, 2026-12-06).
 A split costs one more cross-attention call per layer (the timed rows apart) and per-frame key/value shifts.
 ``experts: false`` gives BLIP-2's routing (one FFN for all queries, one for text) and the position embedding
 added to every token (every query reads time) for comparison.
