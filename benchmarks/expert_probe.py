@@ -157,7 +157,7 @@ def main(argv=None) -> str:
     lines = ["| query group | queries | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS),
              f"| majority class / order-blind best | | {spread([r['chance_presence'] for r in runs])} | | | | "
              f"{spread([r['blind'] for r in runs])} | 0 |"]
-    for name, cells in first["figures"].items():
+    for name in first["figures"]:
         per_column = zip(*(r["figures"][name] for r in runs))
         lines.append(f"| {name} | {first['sizes'].get(name, '')} | " + " | ".join(spread(list(v)) for v in per_column)
                      + " |")
