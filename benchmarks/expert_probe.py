@@ -30,6 +30,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_result  # noqa: E402
+from videoqf.sweep.report import Spread  # noqa: E402
 from videoqf.data.synthetic.vocab import COLOURS, SHAPES  # noqa: E402
 from videoqf.eval.probes import ATTRIBUTES, SLOTS, event_labels, ridge_accuracy  # noqa: E402
 from videoqf.recipes.checkpoint_model import load_model  # noqa: E402
@@ -120,12 +121,10 @@ def probe_run(checkpoint: str, train_clips: int, ridge: float) -> dict:
             cells.append(mean_accuracy(x, fit_y["slots"][:, cols], t, test_y["slots"][:, cols]))
         cells.append(ridge_accuracy(x, fit_y["first"], t, test_y["first"], ridge))
         figures[name] = cells + [order_sensitivity(t, t_rev)]
-    persistent = train.record(0).meta["spec"].get("persistent")
     return dict(
         folder=folder, figures=figures, sizes={n: g.stop - g.start for n, g in groups.items()},
-        experts=backend.experts, timed=", ".join(backend.timed_experts) if backend.experts else "all",
-        timed_name="-".join(backend.timed_experts) if backend.experts else "no-experts",
-        temporal_pe=backend.temporal_pe, world="persistent-objects world" if persistent else "own-event world",
+        timed=list(backend.timed_experts) if backend.experts else None, temporal_pe=backend.temporal_pe,
+        persistent=bool(train.record(0).meta["spec"].get("persistent")),
         chance_presence=torch.maximum(majority, 1 - majority).mean().item(),
         blind=test_y["blind"][ordered].mean().item(), fit_clips=len(fit_y["presence"]),
         test_clips=len(test_y["presence"]), ordered_clips=int(ordered.sum()))
@@ -133,9 +132,7 @@ def probe_run(checkpoint: str, train_clips: int, ridge: float) -> dict:
 
 def spread(values: list[float]) -> str:
     """One figure, or the mean and range over the runs."""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{sum(values) / len(values):.3f} ({min(values):.3f}..{max(values):.3f})"
+    return f"{values[0]:.3f}" if len(values) == 1 else Spread.of(values).text()
 
 
 def main(argv=None) -> str:
@@ -149,7 +146,7 @@ def main(argv=None) -> str:
     args = ap.parse_args(argv)
     runs = [probe_run(c, args.train_clips, args.ridge) for c in args.checkpoint]
     first = runs[0]
-    keys = ("experts", "timed", "temporal_pe", "world", "test_clips")
+    keys = ("timed", "temporal_pe", "persistent", "test_clips")
     for run in runs[1:]:
         if any(run[k] != first[k] for k in keys):
             ap.error(f"{run['folder']} differs from {first['folder']} in "
@@ -163,8 +160,11 @@ def main(argv=None) -> str:
                      + " |")
     folders = ", ".join(f"`{r['folder']}`" for r in runs)
     over = f"; mean (min..max) over the {len(runs)} runs" if len(runs) > 1 else ""
-    body = (f"Runs {folders} ({'FFN experts' if first['experts'] else 'experts off: BLIP-2 routing'}; queries "
-            f"reading time: {first['timed']}; temporal PE {'on' if first['temporal_pe'] else 'off'}{over}): each "
+    experts = first["timed"] is not None
+    timed = ", ".join(first["timed"]) if experts else "all"
+    world = "persistent-objects world" if first["persistent"] else "own-event world"
+    body = (f"Runs {folders} ({'FFN experts' if experts else 'experts off: BLIP-2 routing'}; queries "
+            f"reading time: {timed}; temporal PE {'on' if first['temporal_pe'] else 'off'}{over}): each "
             f"query group's flattened outputs on cached features; ridge probes (ridge {args.ridge} x the mean kernel "
             f"diagonal) fitted on {first['fit_clips']} training clips, accuracy on {first['test_clips']} held-out "
             f"clips ({first['ordered_clips']} with 2+ colours). Order sensitivity: mean distance to the same clip "
@@ -172,9 +172,9 @@ def main(argv=None) -> str:
             + "\n".join(lines))
     print(body)
     if not args.no_write:
-        name = f"expert_probe-{first['timed_name']}" + ("-persistent" if first["world"].startswith("persistent") else "")
-        title = f"Expert probe: spatiotemporal, time read by {first['timed']}, {first['world']}"
-        print("wrote", write_result(name, title, body))
+        name = "expert_probe-" + ("-".join(first["timed"]) if experts else "no-experts")
+        title = f"Expert probe: spatiotemporal, time read by {timed}, {world}"
+        print("wrote", write_result(name + ("-persistent" if first["persistent"] else ""), title, body))
     return body
 
 

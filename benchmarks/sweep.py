@@ -28,8 +28,9 @@ sweep goes on across machines and sittings: commit the records as they come, and
 
 The standard budget ("full") is each variant's embedded default on 3,000 clips (300 held out): 1,200 stage-1
 steps (1,500 for the cascaded rows) and 800 stage-2 steps at batch 32. A cell took 11-15 min on one core of a
-2-core Xeon with another cell on the other (cascaded 650-750 s, spatiotemporal 700-850 s, video-llama 1,030-1,170
-s), so the 25 rows x 3 seeds x 2 worlds are about 17 h of two cores (--status estimates what is left); --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s.
+2-core Xeon with another cell on the other (cascaded 650-750 s, spatiotemporal 700-850 s, video-llama
+1,030-1,170 s), so the 25 rows x 3 seeds x 2 worlds are about 17 h of two cores (--status estimates what is
+left); --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s.
 Two invocations over disjoint --variants with the same --sweep-dir share the cores; the report of the last one
 lists its own variants, so write the whole table by running once more over the finished ones.
 """

@@ -195,6 +195,7 @@ def test_status_counts_the_cells_and_their_time(tmp_path, capsys):
 
 
 def test_the_chain_rows_are_compared_with_their_recipes_from_scratch():
-    text = "\n".join(findings(fake({"video-llama-init": [0.8, 0.9], "video-llama": [0.5, 0.6], "video-qformer": [0.7]})))
+    cells = {"video-llama-init": [0.8, 0.9], "video-llama": [0.5, 0.6], "video-qformer": [0.7]}
+    text = "\n".join(findings(fake(cells)))
     assert "Video-LLaMA from the BLIP-2 run vs from scratch** (video-llama-init vs video-llama)" in text
     assert "Video Q-Former from the BLIP-2 run" not in text  # no video-qformer-init cells: nothing to compare
