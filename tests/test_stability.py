@@ -49,20 +49,37 @@ def test_gradient_steps_on_the_regulariser_lower_query_similarity():
 
 
 def test_uncertainty_weighting_formula_and_gradients():
-    weighting = UncertaintyWeighting(["vtc", "vtm", "vtg"])
+    weighting = UncertaintyWeighting({"vtc": 1.0, "vtm": 1.0, "vtg": 2.0})
     with torch.no_grad():
         weighting.log_vars.copy_(torch.tensor([0.0, 0.5, -1.0]))
     losses = {"vtc": torch.tensor(2.0), "vtm": torch.tensor(0.7), "vtg": torch.tensor(3.0)}
     total, logs = weighting(losses)
-    expected = 2.0 + (math.exp(-0.5) * 0.7 + 0.5) + (math.exp(1.0) * 3.0 - 1.0)
+    expected = 2.0 + (math.exp(-0.5) * 0.7 + 0.5) + 2.0 * (math.exp(1.0) * 3.0 - 1.0)
     assert total.item() == pytest.approx(expected, rel=1e-6)
-    assert logs["weight_vtg"].item() == pytest.approx(math.exp(1.0), rel=1e-6)
+    assert logs["weight_vtg"].item() == pytest.approx(2.0 * math.exp(1.0), rel=1e-6)
     total.backward()
-    # d/ds_i (exp(-s_i) L_i + s_i) = 1 - exp(-s_i) L_i
-    grad = torch.tensor([1 - 2.0, 1 - math.exp(-0.5) * 0.7, 1 - math.exp(1.0) * 3.0])
+    # d/ds_i w_i (exp(-s_i) L_i + s_i) = w_i (1 - exp(-s_i) L_i)
+    grad = torch.tensor([1 - 2.0, 1 - math.exp(-0.5) * 0.7, 2.0 * (1 - math.exp(1.0) * 3.0)])
     assert torch.allclose(weighting.log_vars.grad, grad, atol=1e-6)
     with pytest.raises(KeyError, match="vtm"):
         weighting({"vtc": torch.tensor(1.0)})
+
+
+def test_uncertainty_weighting_keeps_the_configured_ratios_at_its_optimum():
+    weighting = UncertaintyWeighting({"vtc": 1.0, "vtm": 0.0, "vtg": 2.0})
+    assert weighting.names == ("vtc", "vtg")
+    losses = {"vtc": torch.tensor(0.5), "vtg": torch.tensor(4.0)}
+    opt = torch.optim.SGD(weighting.parameters(), lr=0.1)
+    for _ in range(500):
+        opt.zero_grad()
+        weighting(losses)[0].backward()
+        opt.step()
+    _, logs = weighting(losses)
+    # at the optimum exp(-s_i) = 1 / L_i, so the effective weights are w_i / L_i
+    assert logs["weight_vtc"].item() == pytest.approx(1.0 / 0.5, rel=1e-3)
+    assert logs["weight_vtg"].item() == pytest.approx(2.0 / 4.0, rel=1e-3)
+    with pytest.raises(ValueError, match="positive weight"):
+        UncertaintyWeighting({"vtc": 0.0})
 
 
 def stage1_step(tokenizer, config: ObjectivesConfig):
@@ -91,10 +108,10 @@ def test_stage1_is_unchanged_with_the_kit_off_and_adds_it_when_on(synthetic_dir)
     assert regularised["loss"].item() == pytest.approx(plain["loss"].item() + 0.5 * div.item(), rel=1e-5)
 
     objectives, _, adaptive = stage1_step(tokenizer, ObjectivesConfig(embed_dim=16, adaptive_weighting=True,
-                                                                     vtm_weight=0))
+                                                                     vtm_weight=0, vtg_weight=2.0))
     assert objectives.uncertainty.names == ("vtc", "vtg")  # a loss switched off is not weighted
-    assert adaptive["loss"].item() == pytest.approx(plain["logs"]["vtc"].item() + plain["logs"]["vtg"].item(),
-                                                    rel=1e-5)  # s = 0 at the start: unit weights
+    assert adaptive["loss"].item() == pytest.approx(plain["logs"]["vtc"].item() + 2 * plain["logs"]["vtg"].item(),
+                                                    rel=1e-5)  # s = 0 at the start: the configured weighted sum
     adaptive["loss"].backward()
     assert objectives.uncertainty.log_vars.grad is not None
     assert (objectives.uncertainty.log_vars.grad != 0).all()

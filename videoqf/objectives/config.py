@@ -23,8 +23,8 @@ class ObjectivesConfig:
     Stability kit (``videoqf.objectives.stability``, both off by default):
     query_diversity_weight: weight of the query-diversity regulariser (mean squared off-diagonal cosine
         similarity of the head's query outputs) added to the stage-1 loss; 0 turns it off.
-    adaptive_weighting: weigh VTC / VTM / VTG by learned uncertainty (Kendall et al., 2018) instead of
-        the fixed ``*_weight``s, which then only say which losses are on (> 0).
+    adaptive_weighting: weigh VTC / VTM / VTG by learned uncertainty (Kendall et al., 2018) on top of the
+        ``*_weight``s: each loss's term scaled by its weight, starting from the fixed weighted sum.
     """
 
     vtc_weight: float = 1.0

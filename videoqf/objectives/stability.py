@@ -9,10 +9,13 @@
   Squared, so a pair of anti-parallel queries is penalised like a parallel pair and the gradient
   vanishes at orthogonality.
 - Uncertainty weighting (Kendall, Gal and Cipolla, 2018, "Multi-Task Learning Using Uncertainty to
-  Weigh Losses"): one learnable log-variance ``s_i`` per loss, ``total = sum_i exp(-s_i) L_i + s_i``.
-  ``s_i`` starts at 0 (unit weights, BLIP-2's sum); a loss that stays large is down-weighted, the
-  ``+ s_i`` term keeps the weights from collapsing to 0. We use the one form for every loss (the paper's
-  classification form; the 1/2 factors of its regression form only rescale ``s``).
+  Weigh Losses"): one learnable log-variance ``s_i`` per loss, each loss's term of the paper's objective
+  scaled by its configured weight ``w_i`` (``ObjectivesConfig.*_weight``): ``total = sum_i w_i (exp(-s_i) L_i
+  + s_i)``. ``s_i`` starts at 0, so training starts from the configured weighted sum; at the optimum of ``s_i``
+  the effective weight ``w_i exp(-s_i)`` is ``w_i / L_i``: each loss is normalised by its size and the
+  configured ratios stay (without ``w_i`` on the ``+ s_i`` term they would cancel out, and switching the kit on
+  would also undo a default's weights). We use the one form for every loss (the paper's classification form;
+  the 1/2 factors of its regression form only rescale ``s``).
 
 Both are off by default (``ObjectivesConfig.query_diversity_weight = 0``, ``adaptive_weighting = false``).
 """
@@ -35,20 +38,23 @@ def query_diversity(query_output: torch.Tensor) -> torch.Tensor:
 
 
 class UncertaintyWeighting(nn.Module):
-    """``total = sum_i exp(-s_i) L_i + s_i`` over the named losses, ``s`` learnable (init 0)."""
+    """``total = sum_i w_i (exp(-s_i) L_i + s_i)`` over the losses of positive configured weight ``w_i``,
+    ``s`` learnable (init 0)."""
 
-    def __init__(self, names: tuple[str, ...] | list[str]):
+    def __init__(self, weights: dict[str, float]):
         super().__init__()
-        if not names:
-            raise ValueError("UncertaintyWeighting needs at least one loss name")
-        self.names = tuple(names)
+        on = {name: float(w) for name, w in weights.items() if w > 0}
+        if not on:
+            raise ValueError(f"UncertaintyWeighting needs at least one loss of positive weight, got {weights}")
+        self.names = tuple(on)
+        self.register_buffer("weights", torch.tensor(list(on.values())), persistent=False)
         self.log_vars = nn.Parameter(torch.zeros(len(self.names)))
 
     def forward(self, losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """losses: {name: scalar} with exactly ``names`` -> (total, {"weight_<name>": exp(-s_i)} detached)."""
+        """losses: {name: scalar} with exactly ``names`` -> (total, {"weight_<name>": w_i exp(-s_i)} detached)."""
         if set(losses) != set(self.names):
             raise KeyError(f"uncertainty weighting over {list(self.names)} got losses {sorted(losses)}")
         stacked = torch.stack([losses[name] for name in self.names])
-        total = (torch.exp(-self.log_vars) * stacked + self.log_vars).sum()
-        weights = torch.exp(-self.log_vars.detach())
-        return total, {f"weight_{name}": w for name, w in zip(self.names, weights)}
+        total = (self.weights * (torch.exp(-self.log_vars) * stacked + self.log_vars)).sum()
+        effective = self.weights * torch.exp(-self.log_vars.detach())
+        return total, {f"weight_{name}": w for name, w in zip(self.names, effective)}

@@ -38,8 +38,7 @@ class Stage1Loss(nn.Module):
     def __init__(self, config: ObjectivesConfig):
         super().__init__()
         self.config = config
-        self.uncertainty = (UncertaintyWeighting([n for n, w in config.weights().items() if w > 0])
-                            if config.adaptive_weighting else None)
+        self.uncertainty = UncertaintyWeighting(config.weights()) if config.adaptive_weighting else None
 
     def forward(self, model, batch: dict, *, generator: torch.Generator | None = None) -> dict:
         cfg = self.config
