@@ -106,9 +106,9 @@ def probe_run(checkpoint: str, train_clips: int, ridge: float) -> dict:
     fit, fit_y = group_outputs(model, train, collate, groups, train_clips)
     test, test_y = group_outputs(model, held_out, collate, groups, 0)
 
-    def mean_accuracy(train_x, train_y, test_x, test_y):
-        return sum(ridge_accuracy(train_x, train_y[:, j], test_x, test_y[:, j], ridge)
-                   for j in range(train_y.shape[1])) / train_y.shape[1]
+    def mean_accuracy(train_x, train_y, test_x, test_y):  # over the labels some clip has (NaN ones left out)
+        return Spread.of([ridge_accuracy(train_x, train_y[:, j], test_x, test_y[:, j], ridge)
+                          for j in range(train_y.shape[1])]).mean
 
     majority = test_y["presence"].double().mean(0)
     ordered = test_y["first"] >= 0

@@ -1,5 +1,7 @@
 """videoqf.eval.probes: the ridge probe reads what is linearly there and nothing that is not; the labels follow
 the spec; the read-out loss leaves out the event slots a clip does not have."""
+import math
+
 import torch
 
 from videoqf.eval.probes import CLASSES, EVENT_ACTIONS, event_labels, probe_loss, ridge_accuracy
@@ -17,6 +19,9 @@ def test_probe_reads_a_linear_signal_and_not_noise():
     missing = labels.clone()
     missing[::2] = -1  # slots a clip does not have are left out, not scored
     assert ridge_accuracy(signal[train], missing[train], signal[test], missing[test], 0.1) > 0.9
+    none = torch.full_like(labels, -1)  # no clip has the attribute: nothing to fit or score
+    assert math.isnan(ridge_accuracy(signal[train], none[train], signal[test], labels[test], 0.1))
+    assert math.isnan(ridge_accuracy(signal[train], labels[train], signal[test], none[test], 0.1))
 
 
 def test_event_labels_follow_the_spec_in_order():

@@ -5,6 +5,8 @@ closed-form probe (frozen features), ``probe_loss`` trains read-outs beside a ba
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -32,8 +34,11 @@ def event_labels(record: dict) -> list[int]:
 
 def ridge_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                    ridge: float) -> float:
-    """Held-out accuracy of a one-vs-rest ridge probe (dual form: more features than clips)."""
+    """Held-out accuracy of a one-vs-rest ridge probe (dual form: more features than clips); NaN where the
+    training or held-out side has no labelled clip (a small world may have none with two colours)."""
     keep, keep_test = train_y >= 0, test_y >= 0
+    if not keep.any() or not keep_test.any():
+        return math.nan
     x, y = train_x[keep], train_y[keep]
     targets = torch.nn.functional.one_hot(y, int(y.max()) + 1).double()
     gram = x @ x.T
