@@ -11,7 +11,7 @@ weights of the stability kit).
 - VTG: the caption, first token replaced by BOS, decodes causally while seeing all queries.
 
 The losses add up by ``ObjectivesConfig.total_loss`` (fixed weights) or, with ``adaptive_weighting``, by
-learned uncertainty weights; the optional query-diversity regulariser is added on top
+learned uncertainty factors on those weights; the optional query-diversity regulariser is added on top
 (``videoqf.objectives.stability``). Only the head's query outputs take part: for ``cascaded`` with audio, the
 audio tokens reach the LLM in the caption stage but not these losses, as in Video-LLaMA, whose audio branch
 is trained apart; so the audio branch is not run here.
