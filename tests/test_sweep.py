@@ -49,6 +49,7 @@ def test_cells_are_measured_trained_and_tabled(sweep, synthetic_dir, tmp_path):
         assert 0 < cost["params_trainable"] < cost["params_total"]
         assert 0 < cost["backend_flops_per_clip"] < cost["stage1_flops_per_clip"]
         assert cost["step_s"] > 0 and cost["saved_bytes"] > 0 and cost["batch"] == 4
+        assert cost["threads"] == 1  # run_sweep's default, whatever the process had
     first_loss = [next(rec["loss"] for rec in map(json.loads, (root / "cells" / "meanpool" / f"seed{s}" / "stage1" /
                                                                "metrics.jsonl").read_text().splitlines())
                        if rec.get("kind") == "train") for s in (0, 1)]
@@ -74,7 +75,7 @@ def test_cells_are_measured_trained_and_tabled(sweep, synthetic_dir, tmp_path):
         assert [c == "n/a" for c in cells[8:]] == [not m for m in measured]
         numbers = [float(x.replace(",", "")) for c in cells for x in re.findall(r"-?\d[\d,]*(?:\.\d+)?", c)]
         assert len(numbers) == 8 + 3 * sum(measured) and all(math.isfinite(x) for x in numbers)
-    assert "seed spread" in text and "seeds [0, 1]" in text
+    assert "seed spread" in text and "seeds [0, 1]" in text and "interleaved across variants on 1 torch thread;" in text
     assert result.cells["meanpool"][0]["held_out_clips"] == 4 and "1/4 = 0.250" in text
 
 

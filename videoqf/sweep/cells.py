@@ -343,7 +343,8 @@ def measure_costs(cfgs: dict[str, ExperimentConfig], *, repeats: int = 5,
     for name, (model, batch) in prepared.items():
         rec = out[name]
         rec.update(step_s=times[name], clips_per_s=rec["batch"] / times[name], timed_with=sorted(prepared),
-                   device=str(device), saved_bytes=saved_bytes(lambda: model(batch)["loss"]), cuda_peak_bytes=None)
+                   device=str(device), threads=torch.get_num_threads(),
+                   saved_bytes=saved_bytes(lambda: model(batch)["loss"]), cuda_peak_bytes=None)
         model.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

@@ -206,6 +206,12 @@ def plot(result: SweepResult, path: Path) -> Path:
     return path
 
 
+def _on_threads(result: SweepResult) -> str:
+    """Which torch thread count the step times were taken on (the machine line names the process default)."""
+    threads = sorted({c["threads"] for c in result.costs.values() if "threads" in c})
+    return f" on {'/'.join(map(str, threads))} torch thread{'s' * (threads != [1])}" if threads else ""
+
+
 def report_body(result: SweepResult, *, budget: str, name: str = "sweep") -> str:
     """The report's markdown: budget, costs, the table and the findings, with the plot ``<name>.png`` linked."""
     seeds = sorted({c["seed"] for cells in result.cells.values() for c in cells})
@@ -220,7 +226,8 @@ def report_body(result: SweepResult, *, budget: str, name: str = "sweep") -> str
         f"parameters trained in either stage vs all (frozen encoders and LLM included); FLOPs per clip of the "
         f"backend forward and of the whole stage-1 forward (VTC + VTM + VTG) over a batch of {some['batch']}; "
         f"a stage-1 train step (forward, backward, AdamW) timed as the median of {some['recipe']['repeats']} "
-        f"steps interleaved across variants; the bytes autograd saves for backward in that forward.\n\n"
+        f"steps interleaved across variants{_on_threads(result)}; the bytes autograd saves for backward in that "
+        f"forward.\n\n"
         f"{table(result)}\n\n"
         "What the numbers say (a difference counts only when the seed ranges do not overlap):\n\n"
         + "\n".join(findings(result)) + "\n\n"
