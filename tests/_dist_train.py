@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _toy import ToyDataset, ToyModel, trainable_state  # noqa: E402
 
 from videoqf.train.config import TrainConfig  # noqa: E402
+from videoqf.train.engine import end_process  # noqa: E402
 from videoqf.train.loop import Trainer  # noqa: E402
 
 
@@ -39,4 +40,4 @@ if __name__ == "__main__":
     buffer = Path("/dev/shm",
                   f"deepspeed_allreduce_buffer_{os.getuid()}_{e['MASTER_ADDR']}_{e['MASTER_PORT']}_{e['RANK']}")
     (Path(out) / f"shm_rank{e['RANK']}.txt").write_text(f"{buffer} {buffer.exists()}")
-    dist.destroy_process_group()
+    end_process(0)

@@ -193,6 +193,22 @@ def test_checkpoint_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
         assert str(path).replace(str(final), tmp) in synced, path
 
 
+def test_fsync_skips_a_file_another_rank_renamed_meanwhile(tmp_path, monkeypatch):
+    (tmp_path / "weights.pt").write_bytes(b"w")
+    real_walk = os.walk
+
+    def walk_listing_a_temp_file(root):  # as another rank's atomic write: listed, then renamed before it is opened
+        for folder, dirs, files in real_walk(root):
+            yield folder, dirs, [".state.json.tmp", *files]
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "walk", walk_listing_a_temp_file)
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    ckpt.fsync_tree(tmp_path)
+    assert synced == [str(tmp_path / "weights.pt"), str(tmp_path)]
+
+
 def test_skipped_clips_reach_metrics_and_the_progress_line(tmp_path):
     class Skipping(ToyDataset):
         """Item i reports that it passed over a bad clip (as VideoTextDataset does), i % 3 naming the reason."""

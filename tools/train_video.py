@@ -37,7 +37,8 @@ from videoqf.eval.report import format_metrics  # noqa: E402
 from videoqf.experiment import load_experiment  # noqa: E402
 from videoqf.recipes.run import check_resumable, run_experiment  # noqa: E402
 from videoqf.recipes.synthetic import CONFIGS, EMBEDDED_CLIPS, embedded_experiment  # noqa: E402
-from videoqf.train.engine import from_rank0, init_distributed, is_main_process, shutdown_distributed  # noqa: E402
+from videoqf.train.engine import (end_process, from_rank0, init_distributed, is_main_process,  # noqa: E402
+                                  shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -114,4 +115,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

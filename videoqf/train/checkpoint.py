@@ -79,10 +79,14 @@ class SafeCheckpointEngine(TorchCheckpointEngine):
 
 
 def fsync_tree(root: Path) -> None:
-    """fsync every file under ``root`` and the folders holding them, so a rename publishes written data."""
+    """fsync every file under ``root`` and the folders holding them, so a rename publishes written data. Other ranks
+    may be writing there meanwhile: a file gone between listing and opening is skipped."""
     for folder, _, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            except FileNotFoundError:  # another rank's atomic write renamed it; that rank syncs the file renamed to
+                continue
             try:
                 os.fsync(fd)
             finally:

@@ -15,8 +15,9 @@ import copy
 import json
 import os
 import socket
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import deepspeed
 import torch
@@ -80,6 +81,21 @@ def shutdown_distributed() -> None:
     """Leave the process group: a gloo group left open makes the processes abort at exit."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """Leave the process group, run the exit handlers and exit with ``code`` without Python's finalization: the end
+    of a script that ran collectives.
+
+    A gloo worker thread can still be releasing a finished collective's tensors when the interpreter finalizes; that
+    needs the GIL, which a finalizing interpreter refuses by ending the thread, and the process then aborts
+    ("terminate called without an active exception") after a run that succeeded (torch 2.14, more often on busy
+    cores)."""
+    shutdown_distributed()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def from_rank0(value):
