@@ -7,7 +7,7 @@ from _tiny import model_config
 from videoqf.data.batch import CACHED_FRAMES
 from videoqf.data.synthetic import load_tokenizer
 from videoqf.models.video_lm import VideoLanguageModel
-from videoqf.pretrained.init_from import InitError
+from videoqf.pretrained.init_from import InitError, init_from_image
 from videoqf.pretrained.video import video_from_image
 
 FRAMES, TOKENS, WIDTH = 4, 17, 192  # vit_tiny at 64 px: a 4 x 4 grid + [CLS], 192 wide
@@ -67,6 +67,22 @@ def test_spatiotemporal_queries_on_a_static_clip_are_the_image_models(image_mode
     _, moving = static(seed=2)
     moving[CACHED_FRAMES][:, 1:] += torch.randn_like(moving[CACHED_FRAMES][:, 1:])
     assert not torch.allclose(video.encode(moving).tokens, image, atol=1e-3)
+
+
+@torch.no_grad()
+def test_a_training_runs_spatiotemporal_init_keeps_its_fresh_frame_table(image_model):
+    exact, _ = video_from_image(image_model, "spatiotemporal", num_frames=FRAMES)
+    torch.manual_seed(1)
+    model = VideoLanguageModel(exact.config, image_model.tokenizer).eval()
+    fresh = model.backend.frame_position.table.clone()
+    report = init_from_image(model, image_model, exact_on_static_clips=False)  # as init_run_model (model.init_from)
+    table = model.backend.frame_position.table
+    assert torch.equal(table, fresh) and 0.5 < table.std() < 2  # N(0, 1), as from scratch
+    assert "backend.frame_position.table" in report.new
+    frame, clip = static(seed=1)
+    assert not torch.allclose(model.encode(clip).tokens, exact.encode(clip).tokens, atol=1e-3)
+    table.zero_()  # the frame offsets are its only departure from the exact init
+    torch.testing.assert_close(model.encode(clip).tokens, exact.encode(clip).tokens, atol=1e-5, rtol=0)
 
 
 @torch.no_grad()

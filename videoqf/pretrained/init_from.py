@@ -10,9 +10,12 @@ transformers Blip2 / InstructBlip folder loads, or as the ``blip2`` recipe train
                           projection: new (Video-LLaMA, Zhang et al., 2023)
     spatiotemporal        head attention, queries, text side and ln_vision: the checkpoint's; every query FFN
                           expert (SP / T / SM) a copy of the checkpoint's query FFN; attentive pooling's last
-                          Linear and the temporal position table zero, so on a static video the head reads T
-                          copies of one frame's tokens, weighted alike, and its queries are the image model's
-                          (with ``tokens_per_frame`` 0: patches pooled over space are not the tokens it was trained on)
+                          Linear zero. With ``exact_on_static_clips`` (``load_pretrained(..., variant=...)``) the
+                          temporal position table is zero too, so on a static video the head reads T copies of one
+                          frame's tokens, weighted alike, and its queries are the image model's (with
+                          ``tokens_per_frame`` 0: patches pooled over space are not the tokens it was trained on).
+                          A training run (``model.init_from``) keeps the new table's N(0, 1) draw instead, as from
+                          scratch: from a zero table the head learnt order slowly (docs/decisions.md)
     pooled                ln_vision only (Video-ChatGPT keeps no Q-Former; its pooled tokens, head and Linear are new)
 
 The frozen encoders' standardisers (``model.standardize_features``) are the checkpoint's wherever it has one of
@@ -105,11 +108,11 @@ def check_image_model(source) -> None:
 
 
 @torch.no_grad()
-def init_from_image(target, source, *, source_path: str = "") -> InitReport:
+def init_from_image(target, source, *, source_path: str = "", exact_on_static_clips: bool = True) -> InitReport:
     """Copy into ``target`` (a ``VideoLanguageModel``) what its variant takes from the image model ``source``;
-    set what must start at a given value (spatiotemporal: zero pooling scores and temporal table). Returns the
-    report of what was copied and what is new. A tensor the plan names that is missing or shaped otherwise in
-    the source is an error naming both."""
+    set what must start at a given value (spatiotemporal: zero pooling scores, and with ``exact_on_static_clips``
+    a zero temporal table). Returns the report of what was copied and what is new. A tensor the plan names that is
+    missing or shaped otherwise in the source is an error naming both."""
     check_image_model(source)
     plan = _plan(target.config.variant)
     wanted = learned_state_dict(target)
@@ -140,15 +143,16 @@ def init_from_image(target, source, *, source_path: str = "") -> InitReport:
                         f"checkpoint (make its Q-Former sizes the checkpoint's): {wrong[:10]}")
     target.load_state_dict(values, strict=False)
     if target.config.variant == "spatiotemporal":
-        _start_as_image_model(target.backend)
+        _start_as_image_model(target.backend, zero_table=exact_on_static_clips)
     used = set(report.copied.values())
     report.unused = sorted(n for n in learned_state_dict(source) if n not in used)
     return report
 
 
-def _start_as_image_model(backend: nn.Module) -> None:
-    """Uniform segment weights (scale 1 on every token) and no temporal offset: a static clip reads as its frame."""
+def _start_as_image_model(backend: nn.Module, *, zero_table: bool) -> None:
+    """Uniform segment weights (scale 1 on every token) and, with ``zero_table``, no temporal offset: a static clip
+    then reads as its frame."""
     if backend.pooling is not None:
         nn.init.zeros_(backend.pooling.score[-1].weight)
-    if backend.frame_position is not None:
+    if zero_table and backend.frame_position is not None:
         nn.init.zeros_(backend.frame_position.table)

@@ -88,4 +88,5 @@ def init_run_model(model: VideoLanguageModel, path: str) -> InitReport:
     if differ:
         raise InitError(f"model.init_from={path}: its frozen {differ} encoder differs from the one this config builds "
                         "(check model.vision / model.audio and model.frozen_init_seed)")
-    return init_from_image(model, source, source_path=str(path))
+    # a fresh N(0, 1) frame table, not the zero one that reads a static clip as the image model: order is learnt sooner
+    return init_from_image(model, source, source_path=str(path), exact_on_static_clips=False)
