@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 from videoqf.objectives.distributed import gather_cat, gather_texts, get_rank, get_world_size
 from videoqf.objectives.vtc import VideoTextContrastive
+from videoqf.train.engine import end_process
 
 WORLD, B, Q, H, D = 2, 3, 4, 8, 6
 
@@ -63,8 +64,10 @@ def worker(rank, init_file, out_dir):
             },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    end_process(0)  # not through the interpreter's finalization, which a gloo thread can abort
 
 
 def test_two_process_vtc_equals_single_process(tmp_path):
@@ -98,8 +101,10 @@ def texts_worker(rank, init_file, out_dir):
         mask[0, -1] = False
         gathered = gather_texts(ids, mask)
         torch.save({"ids": gathered[0], "mask": gathered[1]}, os.path.join(out_dir, f"texts{rank}.pt"))
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    end_process(0)
 
 
 def test_texts_of_different_lengths_are_gathered_right_padded_to_the_longest(tmp_path):
