@@ -9,6 +9,7 @@ VTM gathers the ranks' captions, each rank's padded to its own batch's longest: 
 to one length first.
 """
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -35,9 +36,21 @@ def make_module():
     return VideoTextContrastive(H, D, temperature_init=0.1)
 
 
-def worker(rank, init_file, out_dir):
+@contextmanager
+def process_group(rank, init_file):
+    """This rank in the gloo group; on success the process ends through ``end_process``, not the interpreter's
+    finalization, which a gloo thread still releasing a collective can abort."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
+        yield
+    except BaseException:
+        dist.destroy_process_group()
+        raise
+    end_process(0)
+
+
+def worker(rank, init_file, out_dir):
+    with process_group(rank, init_file):
         assert get_rank() == rank and get_world_size() == WORLD
         qo, tc, ids = make_inputs()
         local = slice(rank * B, (rank + 1) * B)
@@ -64,10 +77,6 @@ def worker(rank, init_file, out_dir):
             },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    end_process(0)  # not through the interpreter's finalization, which a gloo thread can abort
 
 
 def test_two_process_vtc_equals_single_process(tmp_path):
@@ -93,18 +102,13 @@ def test_two_process_vtc_equals_single_process(tmp_path):
 
 
 def texts_worker(rank, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
+    with process_group(rank, init_file):
         length = 3 + 2 * rank  # each rank pads its batch to its own longest caption
         ids = torch.arange(B * length).view(B, length) + 1 + 100 * rank
         mask = torch.ones(B, length, dtype=torch.bool)
         mask[0, -1] = False
         gathered = gather_texts(ids, mask)
         torch.save({"ids": gathered[0], "mask": gathered[1]}, os.path.join(out_dir, f"texts{rank}.pt"))
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    end_process(0)
 
 
 def test_texts_of_different_lengths_are_gathered_right_padded_to_the_longest(tmp_path):
