@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from videoqf.objectives.distributed import gather_cat, gather_texts, get_rank, get_world_size
 from videoqf.objectives.vtc import VideoTextContrastive
-from videoqf.train.engine import end_process
+from videoqf.train.engine import end_process, shutdown_distributed
 
 WORLD, B, Q, H, D = 2, 3, 4, 8, 6
 
@@ -44,7 +44,7 @@ def process_group(rank, init_file):
     try:
         yield
     except BaseException:
-        dist.destroy_process_group()
+        shutdown_distributed()
         raise
     end_process(0)
 
