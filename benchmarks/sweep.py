@@ -1,7 +1,8 @@
-"""All video backends side by side: cost and quality on the same data and seeds, each at its default's budget.
+"""All video backends side by side: cost and quality on the same data and seeds, each at the sweep's standard budget.
 
 Every variant is trained on the embedded synthetic default (tools/train_video.py: configs/synthetic.yaml + the
-variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE) for each seed, then evaluated on
+variant's YAML, data, caption LM and feature cache made once in $VIDEOQF_CACHE), for the sweep's own stage steps
+(videoqf.sweep.cells.SWEEP_STEPS, not the default's), for each seed, then evaluated on
 held-out clips, once after stage 1 (the forgetting column) and once at the end. The variants:
 - cascaded, and without audio, without temporal PE, with 8 frame queries against 4, with the stability kit
   (NAME+kit) and without gradient clipping and warm-up (NAME-bare);
@@ -22,12 +23,13 @@ in --cells; at the standard budget that is benchmarks/results/sweep-cells/<world
 sweep goes on across machines and sittings: commit the records as they come, and a restart skips them.
 
     python benchmarks/sweep.py --quick                  # every variant x seeds 0,1, smoke budget
-    python benchmarks/sweep.py --seeds 0,1,2            # the standard budget: each variant's embedded default
+    python benchmarks/sweep.py --seeds 0,1,2            # the standard budget: the sweep's pinned steps
     python benchmarks/sweep.py --seeds 0,1,2 --persistent-objects
     python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1.steps=100
 
-The standard budget ("full") is each variant's embedded default on 3,000 clips (300 held out): 1,200 stage-1
-steps (1,500 for the cascaded rows) and 800 stage-2 steps at batch 32. A cell took 11-15 min on one core of a
+The standard budget ("full") is the embedded world of 3,000 clips (300 held out) and the sweep's pinned steps:
+1,200 stage-1 steps (1,500 for the cascaded rows) and 800 stage-2 steps at batch 32, longer than the README's first
+run trains. A cell took 11-15 min on one core of a
 2-core Xeon with another cell on the other (cascaded 650-750 s, spatiotemporal 700-850 s, video-llama
 1,030-1,170 s), so the 25 rows x 3 seeds x 2 worlds are about 17 h of two cores (--status estimates what is
 left); --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from videoqf.experiment import load_experiment
-from videoqf.sweep.cells import SweepResult, recorded, run_sweep, select_variants
+from videoqf.sweep.cells import SweepResult, recorded, run_sweep, select_variants, variant_config
 from videoqf.sweep.report import QUALITY, compare, findings, plot, report_body
 
 TINY = [
@@ -94,6 +94,28 @@ def test_a_cell_trained_from_another_resolved_config_is_refused(sweep, tmp_path)
         run(extra=["train.lr=3.0e-4"], sweep_dir=tmp_path / "cells")
     remeasured = json.loads((tmp_path / "cells" / "meanpool" / "cost.json").read_text())
     assert remeasured["config_digest"] != first.costs["meanpool"]["config_digest"]
+
+
+def test_the_sweep_trains_its_pinned_steps_whatever_the_embedded_default_says(tmp_path):
+    shorter = tmp_path / "synthetic.yaml"  # the embedded default, changed since the records were made
+    shorter.write_text(Path("configs/synthetic.yaml").read_text().replace("steps: 1200", "steps: 300")
+                       .replace("steps: 800", "steps: 200"))
+    cascaded_file = tmp_path / "cascaded.yaml"
+    cascaded_file.write_text(Path("configs/variants/cascaded.yaml").read_text().replace("steps: 1500", "steps: 400"))
+
+    def setup(model_file, overrides):
+        model_file = cascaded_file if Path(model_file).name == "cascaded.yaml" else model_file
+        return load_experiment([shorter, model_file], ["model.llm.arch=causal", "model.llm.path=unset", *overrides])
+
+    def steps(variant, overrides=()):
+        cfg, recipe = variant_config(select_variants(variant)[0], 0, setup, list(overrides))
+        return cfg.stages["stage1"].steps, cfg.stages["stage2"].steps, recipe["overrides"]
+
+    assert setup("configs/variants/meanpool.yaml", []).stages["stage1"].steps == 300
+    assert steps("cascaded-nope")[:2] == (1500, 800) and steps("meanpool")[:2] == (1200, 800)
+    s1, s2, recipe = steps("cascaded", ["stages.stage1.steps=5"])
+    assert (s1, s2) == (5, 800)  # a budget's or the user's overrides win
+    assert not any(o.startswith("stages.stage2.steps") for o in recipe)  # the record's recipe is what was asked
 
 
 def fake(metric_by_variant: dict[str, list[float]]) -> SweepResult:
