@@ -159,3 +159,10 @@ def test_main_command_without_held_out_clips_says_so(synthetic_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "not evaluated (eval.annotations is empty)" in out.stdout
     assert (tmp_path / "run" / "stage1" / "checkpoints" / "latest").is_file()
+
+
+def test_a_bf16_run_evaluates_its_model_in_the_models_precision(synthetic_dir, tmp_path):
+    # DeepSpeed's bf16 engine casts the model; the held-out batches (cached features) come in float32
+    cfg = tiny_config(synthetic_dir, "train.precision=bf16", f"data.features={tmp_path / 'features'}")
+    metrics, samples = run_experiment(cfg, tmp_path / "run")
+    assert samples and 0.0 <= metrics["t2v_r1"] <= 1.0 and 0.0 <= metrics["cider"] <= 10.0

@@ -33,6 +33,7 @@ from videoqf.llm.config import MAX_NEW_TOKENS
 from videoqf.llm.tokenizer import special_token_ids
 from videoqf.models.collate import tokenize
 from videoqf.qformer import CrossContext
+from videoqf.train.loop import to_device
 
 
 def concat_contexts(contexts: list[CrossContext]) -> CrossContext:
@@ -95,12 +96,16 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
         return collate(kept) if kept else None
 
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=each_clip_once, num_workers=0)
+    # the loader's float32 CPU batches go where the backend computes, in its precision (a bf16 engine casts it)
+    param = next(model.backend.parameters())
+    device, dtype = param.device, param.dtype
     feats, contexts, records, generated, head_generated = [], [], [], [], []
     llm_tokens, llm_masks, llm_prompts = [], [], []  # what the LLM reads of each clip (captions, pair likelihoods)
     special = special_token_ids(model.tokenizer)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if batch is None:
             continue
+        batch = to_device(batch, device, dtype)
         vt = model.encode(batch)
         feats.append(model.video_features(vt))
         contexts.append(vt.context)
@@ -121,15 +126,16 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
         texts += rec.captions
         text_to_video += [v] * len(rec.captions)
     max_len = model.config.max_text_len
-    ids, mask = tokenize(model.tokenizer, texts, max_len)
+    ids, mask = (t.to(device) for t in tokenize(model.tokenizer, texts, max_len))
     text_feat = torch.cat([model.text_features(ids[i : i + batch_size], mask[i : i + batch_size])
                            for i in range(0, len(texts), batch_size)])
     video_feat = torch.cat(feats)
-    sim = einsum(text_feat, video_feat, "t d, v q d -> t v q").amax(-1)
+    sim = einsum(text_feat.float(), video_feat.float(), "t d, v q d -> t v q").amax(-1).cpu()  # bf16 would tie ranks
     context = concat_contexts(contexts)
 
     def match(text_idx: torch.Tensor, video_idx: torch.Tensor) -> torch.Tensor:
-        return model.matching_scores(context.select(video_idx), ids[text_idx], mask[text_idx])
+        video_idx, text_idx = video_idx.to(device), text_idx.to(device)
+        return model.matching_scores(context.select(video_idx), ids[text_idx], mask[text_idx]).float().cpu()
 
     metrics = {"clips": len(records), "unreadable_skipped": dataset.num_bad,
                **{f"skipped_{reason}": n for reason, n in dataset.skipped_counts().items()}}
@@ -154,7 +160,7 @@ def evaluate_model(model, dataset, collate, *, rerank_k: int = 16, batch_size: i
                     v, batch_texts = video_idx[i : i + batch_size], [texts[t] for t in text_idx[i : i + batch_size]]
                     prompts = [llm_prompts[j] for j in v.tolist()] if llm_prompts else None  # each clip's own
                     scores.append(model.bridge.caption_log_likelihood(tokens[v], token_mask[v], batch_texts, prompts))
-                return torch.cat(scores)
+                return torch.cat(scores).float().cpu()
 
             for kind, kind_pairs in present.items():
                 if kind_pairs:
