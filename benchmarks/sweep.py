@@ -28,8 +28,8 @@ sweep goes on across machines and sittings: commit the records as they come, and
     python benchmarks/sweep.py --variants cascaded,cascaded-nope --seeds 0,1,2 stages.stage1.steps=100
 
 The standard budget ("full") is the embedded world of 3,000 clips (300 held out) and the sweep's pinned steps:
-1,200 stage-1 steps (1,500 for the cascaded rows) and 800 stage-2 steps at batch 32, longer than the README's first
-run trains. A cell took 11-15 min on one core of a
+1,200 stage-1 steps (1,500 for the cascaded rows) and 800 stage-2 steps at batch 32, today the embedded default's
+too. A cell took 11-15 min on one core of a
 2-core Xeon with another cell on the other (cascaded 650-750 s, spatiotemporal 700-850 s, video-llama
 1,030-1,170 s), so the 25 rows x 3 seeds x 2 worlds are about 17 h of two cores (--status estimates what is
 left); --quick (60 + 30 steps at batch 16, 48 held-out clips) about 30-45 s.

@@ -126,9 +126,9 @@ STANDARD_VARIANTS = (
     Variant("video-qformer-init", "recipes/video-qformer.yaml", init_from="blip2"),
 )
 
-# The sweep's own stage steps at batch 32, pinned apart from the embedded default (configs/synthetic.yaml, whose
-# first run the README keeps short) so that the committed records outlive a change to it. The cascaded rows train
-# stage 1 longer: their video Q-Former learns the direction of motion late (docs/decisions.md, 2026-12-03).
+# The sweep's own stage steps at batch 32, pinned apart from the embedded default's (configs/synthetic.yaml and the
+# variants' files) so that the committed records outlive a change to the README's first run. The cascaded rows
+# train stage 1 longer: their video Q-Former learns the direction of motion late (docs/decisions.md, 2026-12-03).
 SWEEP_STEPS = {"stage1": 1200, "stage2": 800}
 SWEEP_STEPS_OF = {"variants/cascaded.yaml": {"stage1": 1500}}
 # Stage steps and evaluation size per budget, over the pinned steps. "quick" is a smoke budget for tests and a
