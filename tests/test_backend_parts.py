@@ -80,6 +80,9 @@ def test_position_embedding_uses_rows_then_stretches_past_its_table():
     assert torch.allclose(long[1], (pe.table[0] + pe.table[1]) / 2)
     padded = pe(torch.tensor([[True] * 7 + [False] * 3]))[0]
     assert torch.allclose(padded[:7], long)  # padding never moves the real frames
+    (padded * torch.arange(30.0).view(1, 10, 3)).sum().backward()  # the table's gradient: each row's share
+    share = torch.tensor([1, 0.5, 0, 0, 0, 0, 0])[:, None] * torch.arange(21.0).view(7, 3)
+    assert torch.allclose(pe.table.grad[0], share.sum(0))
     # unit scale, as the LayerNorm-ed query outputs it is added to (nn.Embedding's init, Video-LLaMA's)
     assert 0.9 < TemporalPositionEmbedding(num_positions=32, dim=64).table.std().item() < 1.1
 

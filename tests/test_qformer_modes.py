@@ -127,6 +127,25 @@ def test_taking_rows_equals_indexing_values_and_gradients(index):
     assert torch.allclose(grad, t.grad)
 
 
+def test_taking_rows_sums_a_repeated_rows_gradient_in_index_order_on_every_run():
+    """The hard negatives repeat rows; their gradients are summed in index order, so two runs on several threads
+    train alike (indexing's scatter-add orders the sums by thread)."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(96, 32, 128, generator=g, requires_grad=True)
+    index = torch.randint(0, 96, (3 * 96,), generator=g)
+    grad_out = torch.randn(len(index), 32, 128, generator=g)
+    expected = torch.zeros_like(t).index_add_(0, index, grad_out)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in range(10):
+            t.grad = None
+            take_rows(t, index).backward(grad_out)
+            assert torch.equal(t.grad, expected)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_folded_projections_equal_projected_context(batch):
     """A single pass with the key/value projections folded into the queries computes what the projected
     context does: outputs and every gradient, the encoder tokens' included, in training (SDPA's math kernel)

@@ -166,3 +166,14 @@ def test_a_bf16_run_evaluates_its_model_in_the_models_precision(synthetic_dir, t
     cfg = tiny_config(synthetic_dir, "train.precision=bf16", f"data.features={tmp_path / 'features'}")
     metrics, samples = run_experiment(cfg, tmp_path / "run")
     assert samples and 0.0 <= metrics["t2v_r1"] <= 1.0 and 0.0 <= metrics["cider"] <= 10.0
+
+
+def test_two_runs_on_two_threads_train_alike(synthetic_dir, tmp_path):
+    cfg = tiny_config(synthetic_dir, "train.num_threads=2", f"data.features={tmp_path / 'features'}")
+    losses = []
+    for name in ("a", "b"):
+        metrics, _ = run_experiment(cfg, tmp_path / name)
+        losses.append([json.loads(line).get("loss") for stage in ("stage1", "stage2")
+                       for line in (tmp_path / name / stage / "metrics.jsonl").read_text().splitlines()])
+        losses[-1].append(metrics)
+    assert losses[0] == losses[1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.functional import one_hot
 
 
 class TemporalPositionEmbedding(nn.Module):
@@ -47,4 +48,7 @@ class TemporalPositionEmbedding(nn.Module):
         low = position.floor().long()
         high = (low + 1).clamp(max=self.num_positions - 1)
         frac = (position - low).unsqueeze(-1).to(self.table.dtype)
-        return self.table[low] * (1 - frac) + self.table[high] * frac
+        # rows mixed by a matrix product: the backward of indexing the table (a scatter-add) sums in a
+        # different order on every run when torch has several threads, so no two runs trained alike
+        mix = one_hot(low, self.num_positions).to(frac.dtype) * (1 - frac) + one_hot(high, self.num_positions) * frac
+        return mix @ self.table

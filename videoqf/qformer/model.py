@@ -81,19 +81,35 @@ class CrossContext:
         return self.tokens + self.time.repeat_interleave(per_frame, dim=1)
 
 
+class _Rows(torch.autograd.Function):
+    """``t[index]`` whose backward adds the gradient's rows in index order (``index_add_``), the same sums on every
+    run: indexing's scatter-add orders them by thread on the CPU."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = t.shape
+        return t[index]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.shape).index_add_(0, index, grad), None
+
+
 def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``t[index]``, where each stretch of ``index`` that runs through all of t's rows in order (a matching pass's
     positives and its negative texts) is ``t`` itself, concatenated: its backward is then a sum of slices, not
     the sorted scatter of indexing's (which also zero-fills a gradient of the whole result)."""
     rows = t.shape[0]
     if rows == 0 or index.numel() % rows:
-        return t[index]
+        return _Rows.apply(t, index)
     whole = torch.arange(rows, device=index.device)
     chunks = index.view(-1, rows)
     in_order = [torch.equal(chunk, whole) for chunk in chunks]
     if not any(in_order):
-        return t[index]
-    parts = [t if same else t[chunk] for chunk, same in zip(chunks, in_order)]
+        return _Rows.apply(t, index)
+    parts = [t if same else _Rows.apply(t, chunk) for chunk, same in zip(chunks, in_order)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
