@@ -50,5 +50,5 @@ class TemporalPositionEmbedding(nn.Module):
         frac = (position - low).unsqueeze(-1).to(self.table.dtype)
         # rows mixed by a matrix product: the backward of indexing the table (a scatter-add) sums in a
         # different order on every run when torch has several threads, so no two runs trained alike
-        mix = one_hot(low, self.num_positions).to(frac.dtype) * (1 - frac) + one_hot(high, self.num_positions) * frac
+        mix = one_hot(low, self.num_positions) * (1 - frac) + one_hot(high, self.num_positions) * frac
         return mix @ self.table

@@ -99,8 +99,8 @@ class _Rows(torch.autograd.Function):
 
 def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``t[index]``, where each stretch of ``index`` that runs through all of t's rows in order (a matching pass's
-    positives and its negative texts) is ``t`` itself, concatenated: its backward is then a sum of slices, not
-    the sorted scatter of indexing's (which also zero-fills a gradient of the whole result)."""
+    positives and its negative texts) is ``t`` itself, concatenated: its backward is then a sum of slices, not an
+    add of rows into a zero-filled gradient of the whole of ``t`` (``_Rows``, which takes the other stretches)."""
     rows = t.shape[0]
     if rows == 0 or index.numel() % rows:
         return _Rows.apply(t, index)
