@@ -69,6 +69,14 @@ def test_no_audio_gives_zero_mask(encoder):
         encoder(None)
 
 
+def test_a_track_too_short_for_a_segment_gives_none_on_its_own_device(encoder):
+    # a batch moved to a GPU joins every clip's segments there, the empty ones too (meta stands for the GPU)
+    short = torch.zeros(encoder.config.window_samples - 1, device="meta")
+    images = encoder.spectrograms(short)
+    assert images.shape == (0, 1, encoder.config.spectrogram_frames, encoder.config.num_mel_bins)
+    assert images.device.type == "meta" and images.dtype == torch.float32
+
+
 def test_batch_rows_equal_single_clip(encoder):
     a, b = tone(440.0, 2.0), tone(3000.0, 1.2)
     tokens, _ = encoder([a, b])

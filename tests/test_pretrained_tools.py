@@ -1,5 +1,6 @@
 """The inference tools on a released-weights folder: tools/caption.py captions a real mp4 with a tiny saved
 transformers Blip2 folder, decoded at the processor's size and normalisation, and names a missing file."""
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -11,7 +12,7 @@ import torch
 from transformers import AutoProcessor
 
 import _hf_tiny as H
-from videoqf.pretrained.inference import load_checkpoint
+from videoqf.pretrained.inference import inference_device, load_checkpoint
 from videoqf.recipes.checkpoint_model import caption_video, clip_batch
 
 
@@ -44,6 +45,28 @@ def test_caption_tool_captions_an_mp4_and_names_the_missing_file(blip2_folder, m
     assert rows[0]["path"] == video and rows[0]["caption"] == expected and expected
     assert rows[1]["path"] == "missing.mp4" and "missing.mp4" in rows[1]["error"]
     assert "missing.mp4" in out.stderr
+
+
+def test_the_tools_run_the_model_and_its_clip_on_the_device_asked(blip2_folder, make_video, monkeypatch):
+    # meta stands for a GPU: the model's weights and the decoded clip both go there before the model reads it
+    video = make_video("clip.mp4", num_frames=8, size=48)
+    model, cfg, _ = load_checkpoint(blip2_folder, device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    seen = {}
+    monkeypatch.setattr(model, "caption", lambda batch, **kw: seen.update(batch) or ["x"])
+    caption_video(model, cfg, video)
+    assert seen["frames"].device.type == "meta" and seen["frames"].dtype == torch.float32
+
+
+def test_the_device_option_takes_cpu_or_a_visible_gpu_and_names_what_is_wrong():
+    assert inference_device("cpu") == torch.device("cpu")
+    assert inference_device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for name in ("tpu", "meta", "cuda:x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected cpu, cuda or cuda:N"):
+            inference_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(argparse.ArgumentTypeError, match="no CUDA device"):
+            inference_device("cuda:0")
 
 
 def evaluate_main():

@@ -21,7 +21,8 @@ from videoqf.train.config import TrainConfig
 from videoqf.train.data import MicroBatchStream, ResumableDistributedSampler, SeededDataset
 from videoqf.train.engine import build_ds_config, resolve_precision
 from videoqf.train.logging import RunLogger, query_collapse
-from videoqf.train.loop import Trainer, TrainingDiverged
+from videoqf.train import loop
+from videoqf.train.loop import Trainer, TrainingDiverged, on_every_rank
 from videoqf.train.optim import lr_factor, param_groups
 
 
@@ -316,6 +317,25 @@ def test_nan_steps_are_skipped(tmp_path):
         assert [r["grads_left"] for r in read_metrics(config, "eval")] == [0] * 6
         losses[stage] = [r.get("loss") for r in rows]
     assert losses[2] == pytest.approx(losses[0], abs=1e-6, nan_ok=True)
+
+
+def test_a_flag_for_every_rank_travels_on_the_engines_device(monkeypatch):
+    # NCCL reduces GPU tensors only: a CPU flag failed the first save of every GPU run. A meta tensor stands for a
+    # device other than the CPU here; the fake all-reduce records where the flag is and stops there (meta holds no
+    # value to read back).
+    seen = []
+
+    class Reduced(Exception):
+        pass
+
+    def all_reduce(tensor, op=None):
+        seen.append((tensor.device, op))
+        raise Reduced
+
+    monkeypatch.setattr(loop.dist, "all_reduce", all_reduce)
+    with pytest.raises(Reduced):
+        on_every_rank(True, torch.device("meta"))
+    assert seen == [(torch.device("meta"), loop.dist.ReduceOp.MIN)]
 
 
 def test_nan_streak_stops_and_keeps_last_good_checkpoint(tmp_path):

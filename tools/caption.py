@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 with redirect_stdout(sys.stderr):
     from videoqf.data.errors import VideoDecodeError  # noqa: E402
     from videoqf.llm.config import MAX_NEW_TOKENS  # noqa: E402
-    from videoqf.pretrained.inference import add_released_arguments, load_checkpoint, released_overrides  # noqa
+    from videoqf.pretrained.inference import (add_device_argument, add_released_arguments,  # noqa: E402
+                                              load_checkpoint, released_overrides)
     from videoqf.recipes.checkpoint_model import caption_video  # noqa: E402
 
 
@@ -39,10 +40,11 @@ def main(argv=None) -> int:
     ap.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest caption, in LLM tokens")
     ap.add_argument("--json", action="store_true", help="one JSON object per line: path, window, caption")
+    add_device_argument(ap)
     add_released_arguments(ap)
     args = ap.parse_args(argv)
     try:
-        model, cfg, ckpt = load_checkpoint(args.checkpoint, **released_overrides(args))
+        model, cfg, ckpt = load_checkpoint(args.checkpoint, device=args.device, **released_overrides(args))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if model.bridge is None:

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # so that stdout carries the results alone and --json output can be piped.
 with redirect_stdout(sys.stderr):
     from videoqf.eval.report import format_metrics  # noqa: E402
-    from videoqf.pretrained.inference import add_released_arguments, load_checkpoint, released_overrides  # noqa
+    from videoqf.pretrained.inference import (add_device_argument, add_released_arguments,  # noqa: E402
+                                              load_checkpoint, released_overrides)
     from videoqf.recipes.run import datasets, evaluation, make_collate  # noqa: E402
 
 
@@ -37,10 +38,11 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", default="", help="synthetic pairs.json (order / sound pairs)")
     ap.add_argument("--max-clips", type=int, default=0, help="evaluate the first N clips only (0: all)")
     ap.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_device_argument(ap)
     add_released_arguments(ap)
     args = ap.parse_args(argv)
     try:
-        model, cfg, _ = load_checkpoint(args.checkpoint, **released_overrides(args))
+        model, cfg, _ = load_checkpoint(args.checkpoint, device=args.device, **released_overrides(args))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if model.tokenizer is None:

@@ -92,7 +92,7 @@ class FrozenAudioEncoder(nn.Module):
             fbank = F.pad(fbank, (0, 0, 0, cfg.spectrogram_frames - fbank.shape[0]))
             images.append((fbank - cfg.fbank_mean) / (2 * cfg.fbank_std))
         if not images:
-            return torch.zeros(0, 1, cfg.spectrogram_frames, cfg.num_mel_bins)
+            return waveform.new_zeros(0, 1, cfg.spectrogram_frames, cfg.num_mel_bins, dtype=torch.float32)
         return rearrange(torch.stack(images), "s f m -> s 1 f m")
 
     def _waveforms(

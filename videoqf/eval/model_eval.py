@@ -47,7 +47,8 @@ def concat_contexts(contexts: list[CrossContext]) -> CrossContext:
     time = None if contexts[0].time is None else torch.cat([c.time for c in contexts])
     if all(c.mask is None for c in contexts):
         return CrossContext(kv=kv, mask=None, time=time, time_kv=time_kv)
-    masks = [c.mask if c.mask is not None else torch.ones(c.batch_size, 1, 1, c.kv[0][0].shape[2], dtype=torch.bool)
+    masks = [c.mask if c.mask is not None else torch.ones(c.batch_size, 1, 1, c.kv[0][0].shape[2], dtype=torch.bool,
+                                                         device=c.kv[0][0].device)
              for c in contexts]
     return CrossContext(kv=kv, mask=torch.cat(masks), time=time, time_kv=time_kv)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from videoqf.data.config import DataConfig
 from videoqf.experiment import ExperimentConfig
 from videoqf.models.video_lm import VideoLanguageModel
@@ -19,11 +21,15 @@ from videoqf.pretrained.hf import hf_model_type
 VIDEO_FRAMES = {"instructblipvideo": 4}  # InstructBLIP-Video's processor inserts the queries of four frames
 
 
-def load_checkpoint(path: str | Path, *, num_frames: int | None = None, **overrides
-                    ) -> tuple[VideoLanguageModel, ExperimentConfig, Path]:
-    """(model in eval mode, run config, folder) for any folder ``load_pretrained`` takes; ``overrides`` go to
-    it (a released folder's ``dtype``, ``prompt``, ...)."""
-    path = Path(path).expanduser()
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", num_frames: int | None = None,
+                    **overrides) -> tuple[VideoLanguageModel, ExperimentConfig, Path]:
+    """(model in eval mode on ``device``, run config, folder) for any folder ``load_pretrained`` takes;
+    ``overrides`` go to it (a released folder's ``dtype``, ``prompt``, ...)."""
+    model, cfg, path = _load(Path(path).expanduser(), num_frames, overrides)
+    return model.to(device), cfg, path
+
+
+def _load(path: Path, num_frames: int | None, overrides: dict) -> tuple[VideoLanguageModel, ExperimentConfig, Path]:
     model_type = hf_model_type(path) if path.is_dir() else None
     if model_type is None and path.suffix != ".pth":
         from videoqf.recipes.checkpoint_model import load_model
@@ -38,6 +44,27 @@ def load_checkpoint(path: str | Path, *, num_frames: int | None = None, **overri
     frames = num_frames or VIDEO_FRAMES.get(model_type, 1)
     cfg = ExperimentConfig(model=model.config, data=DataConfig(sampler="uniform", num_frames=frames, audio=False))
     return model, cfg, path
+
+
+def add_device_argument(ap: argparse.ArgumentParser) -> None:
+    """``--device``: where the model runs (default: the GPU when torch sees one, as training does)."""
+    ap.add_argument("--device", type=inference_device, default=inference_device(None),
+                    help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)")
+
+
+def inference_device(name: str | None) -> torch.device:
+    """``name`` as a device torch can use here; None picks the GPU when one is visible."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{name!r}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{name!r}: torch sees no CUDA device here (use --device cpu)")
+    return device
 
 
 def add_released_arguments(ap: argparse.ArgumentParser) -> None:

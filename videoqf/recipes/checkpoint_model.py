@@ -22,6 +22,7 @@ from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.recipes.features import clip_overrides
 from videoqf.recipes.run import CONFIG_NAME
 from videoqf.train.checkpoint import resolve_checkpoint
+from videoqf.train.loop import to_device
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -66,6 +67,7 @@ def clip_batch(model: VideoLanguageModel, cfg: ExperimentConfig, path: str, *, s
 def caption_video(model: VideoLanguageModel, cfg: ExperimentConfig, path: str, *, start=None, end=None,
                   prompt: str | None = None, beams: int = 1, max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[str, tuple]:
     batch = clip_batch(model, cfg, path, start=start, end=end)
+    batch = to_device(batch, next(model.parameters()).device, None)  # the frames and audio where the model runs
     text = model.caption(batch, prompts=None if prompt is None else [prompt], num_beams=beams,
                          max_new_tokens=max_new_tokens)[0]
     return text, batch["window"]

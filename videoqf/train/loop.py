@@ -54,8 +54,9 @@ class TrainingDiverged(RuntimeError):
     """Too many steps in a row with a non-finite loss or gradient (or weights gone non-finite)."""
 
 
-def to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """Move tensors to ``device``; floating ones to the engine's compute ``dtype`` (bf16/fp16 runs)."""
+def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
+    """Move tensors to ``device``; floating ones to the engine's compute ``dtype`` (bf16/fp16 runs; None keeps
+    theirs)."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, dtype=dtype if batch.is_floating_point() else None, non_blocking=True)
     if isinstance(batch, Mapping):
@@ -63,6 +64,14 @@ def to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device, dtype) for v in batch)
     return batch
+
+
+def on_every_rank(ok: bool, device: torch.device) -> bool:
+    """Whether ``ok`` holds on every rank (a collective). The flag is made on ``device``, the engine's: NCCL, the
+    GPU backend, reduces no CPU tensor, even in a one-process group."""
+    flag = torch.tensor([float(ok)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 class Trainer:
@@ -153,10 +162,8 @@ class Trainer:
             truncate_metrics(self.output_dir, self.step)
 
     def _save(self) -> None:
-        finite = torch.tensor([float(all(torch.isfinite(p).all() for p in self.engine.module.parameters()
-                                         if p.requires_grad))])
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if finite.item() == 0:
+        finite = all(torch.isfinite(p).all() for p in self.engine.module.parameters() if p.requires_grad)
+        if not on_every_rank(finite, self.engine.device):
             raise TrainingDiverged(f"step {self.step}: the trained weights hold NaN/Inf; not saving them. "
                                    f"Last good checkpoint: {self.last_checkpoint or 'none saved yet'}")
         self.last_checkpoint = save_checkpoint(self.engine, self.checkpoint_dir, self.step, self._state(),
@@ -204,9 +211,7 @@ class Trainer:
             engine.set_gradient_accumulation_boundary(micro == gas - 1)
             out = engine(to_device(batch, engine.device, self.dtype))
             loss = out["loss"]
-            finite = torch.isfinite(loss.detach().float()).float().reshape(1)
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() == 0:
+            if not on_every_rank(bool(torch.isfinite(loss.detach()).all()), engine.device):
                 skipped = True
                 continue
             engine.backward(loss)
@@ -222,9 +227,7 @@ class Trainer:
             p for p in self.trained_params if p.grad is not None]
         grad_norm = None if with_grad is None else float(torch.nn.utils.get_total_norm([p.grad for p in with_grad]))
         if grad_norm is not None:
-            finite = torch.tensor([float(math.isfinite(grad_norm))])
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() == 0:
+            if not on_every_rank(math.isfinite(grad_norm), engine.device):
                 self._skip_step()
                 return "non-finite gradient", {}, None, None
             if self.config.grad_clip > 0 and engine.gradient_clipping() == 0:  # build_ds_config left it to us
