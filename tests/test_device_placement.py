@@ -37,7 +37,8 @@ def values_read_on_meta(monkeypatch):
     monkeypatch.setattr(Tensor, "cpu", on_meta(Tensor.cpu, lambda t: torch.rand(t.shape).to(t.dtype)))
     equal = torch.equal
     monkeypatch.setattr(torch, "equal", lambda a, b: True if a.is_meta or b.is_meta else equal(a, b))
-    monkeypatch.setattr(fx_config, "meta_nonzero_assume_all_nonzero", True)  # boolean indexing: every row kept
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True):  # boolean indexing: every row kept
+        yield
 
 
 def experiment(synthetic_dir, variant: str):
