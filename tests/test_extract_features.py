@@ -23,7 +23,8 @@ from videoqf.models.collate import CaptionCollate
 from videoqf.models.frozen import build_frozen_encoders
 from videoqf.models.video_lm import VideoLanguageModel
 from videoqf.objectives.stage1 import Stage1Loss
-from videoqf.recipes.features import clip_overrides, feature_digest
+from videoqf.recipes import features as recipe_features
+from videoqf.recipes.features import clip_overrides, ensure_features, feature_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +80,24 @@ def test_stale_cache_is_refused(setup, change):
     with pytest.raises(CacheSpecMismatch, match=field):
         build_dataset(replace(data, features=str(setup["dir"])), expected_spec=cache_spec(data, vision, audio),
                       **clip_overrides(vision))
+
+
+def test_extraction_runs_the_encoders_on_its_device_and_puts_them_back(setup, monkeypatch, tmp_path):
+    # on a GPU machine the encoders extract there, and a model's encoders go back to where the model is. The moves are
+    # recorded, not made: "meta" stands for the GPU, and nothing comes back from meta
+    model, moves, during = setup["model"], [], []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, device: moves.append((self, torch.device(device))) or self)
+
+    def extract(dataset, vision, audio, out_dir, **kwargs):
+        during.extend(moves)
+        return recipe_features.ExtractStats()
+
+    monkeypatch.setattr(recipe_features, "extract_features", extract)
+    ensure_features(setup["data"], [setup["data"].annotations], model.vision, model.audio, out_dir=str(tmp_path),
+                    device=torch.device("meta"))
+    meta, cpu = torch.device("meta"), torch.device("cpu")
+    assert during == [(model.vision, meta), (model.audio, meta)]
+    assert moves == during + [(model.vision, cpu), (model.audio, cpu)]
 
 
 def test_missing_key_names_the_path(setup, synthetic_dir, tmp_path):

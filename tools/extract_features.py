@@ -2,7 +2,8 @@
 """Run the frozen encoders once over a dataset and write their outputs to a feature cache.
 
 Training then reads the cache with data.features=DIR (the encoders, their weights, the sampler and the
-frame count must match, or the cache is refused). A killed run resumes: rerun the same command.
+frame count must match, or the cache is refused). A killed run resumes: rerun the same command. The encoders
+run on the GPU when torch sees one (with ``model.vision.dtype=auto``, in half precision there).
 
 Examples:
   python tools/extract_features.py --config configs/synthetic.yaml --variant cascaded \\

@@ -6,8 +6,13 @@ this before every run is cheap once the cache is complete.
 from __future__ import annotations
 
 import hashlib
+import os
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import torch
+from torch import nn
 
 from videoqf.config import to_yaml
 from videoqf.data.config import DataConfig, build_dataset, cache_spec
@@ -41,18 +46,39 @@ def clip_overrides(vision) -> dict:
     return dict(image_size=clip["image_size"], mean=tuple(clip["mean"]), std=tuple(clip["std"]))
 
 
+def extraction_device() -> torch.device:
+    """Where the frozen encoders extract: this process's GPU (its local rank's) when torch sees one, else the CPU."""
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextmanager
+def encoders_on(device: torch.device, *encoders: nn.Module | None):
+    """The encoders moved to ``device`` for the block, then back where each was (a model's encoders stay with it)."""
+    present = [e for e in encoders if e is not None]
+    homes = [next(e.parameters()).device for e in present]
+    for encoder in present:
+        encoder.to(device)
+    try:
+        yield
+    finally:
+        for encoder, home in zip(present, homes):
+            encoder.to(home)
+
+
 def ensure_features(data: DataConfig, annotation_files: list[str], vision, audio, *, out_dir: str,
-                    batch_size: int = 16, shard_size: int = 256,
-                    progress: bool = True) -> tuple[CacheSpec, list[ExtractStats]]:
-    """Extract every clip of ``annotation_files`` into ``out_dir``; returns the cache spec and per-file stats."""
+                    batch_size: int = 16, shard_size: int = 256, progress: bool = True,
+                    device: torch.device | None = None) -> tuple[CacheSpec, list[ExtractStats]]:
+    """Extract every clip of ``annotation_files`` into ``out_dir`` with the encoders on ``device`` (default
+    ``extraction_device()``); returns the cache spec and per-file stats."""
     spec = cache_spec(data, vision, audio)
     stats = []
-    for annotation_file in annotation_files:
-        dataset = build_dataset(replace(data, annotations=annotation_file, features=""), **clip_overrides(vision))
-        stats.append(extract_features(dataset, vision, audio if spec.audio_encoder else None, out_dir,
-                                      sampler_name=spec.sampler, sampler_seed=spec.sampler_seed,
-                                      num_frames=spec.num_frames, batch_size=batch_size, shard_size=shard_size,
-                                      progress=progress))
+    with encoders_on(device or extraction_device(), vision, audio):
+        for annotation_file in annotation_files:
+            dataset = build_dataset(replace(data, annotations=annotation_file, features=""), **clip_overrides(vision))
+            stats.append(extract_features(dataset, vision, audio if spec.audio_encoder else None, out_dir,
+                                          sampler_name=spec.sampler, sampler_seed=spec.sampler_seed,
+                                          num_frames=spec.num_frames, batch_size=batch_size, shard_size=shard_size,
+                                          progress=progress))
     return spec, stats
 
 
