@@ -1,7 +1,8 @@
 """Tiny inputs and models shared by the tests: tiny-preset backends with random features, the embedded
-default's model section with small frames and a random tiny GPT-2, and the cascaded experiment on the tiny
-synthetic set."""
+default's model section with small frames and a random tiny GPT-2, the cascaded experiment on the tiny
+synthetic set, and the overrides that shrink any recipe of configs/recipes/ to it."""
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -67,3 +68,23 @@ def tiny_overrides(synthetic_dir) -> list[str]:
 def tiny_config(synthetic_dir, *extra: str) -> ExperimentConfig:
     return load_experiment(["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
                            [*tiny_overrides(synthetic_dir), *extra])
+
+
+RECIPES = sorted(Path("configs/recipes").glob("*.yaml"))
+LLM_WIDTH = 32
+
+
+def recipe_overrides(recipe: Path, synthetic_dir: str) -> list[str]:
+    """The synthetic set's paths, a random 1-layer GPT-2, 2 steps per stage, small frames; no evaluation."""
+    own = OmegaConf.load(recipe)
+    patch14 = "patch14" in OmegaConf.select(own, "model.vision.model_name", default="")
+    frames = [] if OmegaConf.select(own, "data.num_frames") is not None else ["data.num_frames=3"]
+    stages = {**OmegaConf.load("configs/synthetic.yaml").stages, **OmegaConf.select(own, "stages", default={})}
+    return [*[f"stages.{name}.steps=2" for name in stages],
+        f"data.annotations={synthetic_dir}/train.jsonl", f"model.tokenizer={synthetic_dir}",
+        f"model.vision.image_size={56 if patch14 else 64}", *frames,
+        "train.micro_batch_size=3", "train.progress_bar=false", "train.log_every=1",
+        "model.llm.arch=causal",
+        f"model.llm.model_config={{model_type: gpt2, n_layer: 1, n_embd: {LLM_WIDTH}, n_head: 2, vocab_size: 96, "
+        "n_positions: 256, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
+    ]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.fx.experimental._config as fx_config
 
-from _tiny import tiny_overrides
+from _tiny import RECIPES, recipe_overrides, tiny_overrides
 from videoqf.experiment import load_experiment
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.groups import lock
@@ -59,6 +59,24 @@ def test_both_stages_train_on_the_models_device(synthetic_dir, variant, values_r
         assert out["loss"].device == META, stage
         out["loss"].backward()
         assert all(p.grad.device == META for p in model.parameters() if p.grad is not None), stage
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_stage_of_a_recipe_trains_on_the_models_device(synthetic_dir, recipe, values_read_on_meta):
+    # the recipes' own stages too (instruction tuning with its tasks), the LLM's head copied where a run copies it
+    cfg = load_experiment(["configs/synthetic.yaml", recipe], recipe_overrides(recipe, synthetic_dir))
+    model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
+    train, _ = datasets(cfg, model)
+    model.to(META)
+    first_caption = next((n for n, s in cfg.stages.items() if s.objective == "caption"), None)
+    for name, stage in cfg.stages.items():
+        if name == first_caption and model.llm_head is not None:
+            model.copy_head_for_llm()
+        lock(model, stage.train, stage.freeze)
+        batch = make_collate(cfg, model.tokenizer, stage.tasks)([train[i] for i in range(3)])
+        out = build_objective(stage.objective, model)(model, to_device(batch, META, None))
+        assert out["loss"].device == META, name
+        out["loss"].backward()
 
 
 @pytest.mark.parametrize("variant", ["cascaded", "spatiotemporal"])

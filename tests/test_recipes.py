@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from _tiny import LLM_WIDTH, RECIPES, recipe_overrides
 from videoqf.backends import backend_config
 from videoqf.config import to_yaml
 from videoqf.data.synthetic import load_tokenizer
@@ -21,33 +21,13 @@ from videoqf.pretrained import load_pretrained
 from videoqf.recipes.run import run_experiment
 from videoqf.train.config import TrainConfig
 
-RECIPES = sorted(Path("configs/recipes").glob("*.yaml"))
-LLM_WIDTH = 32
-
-
-def tiny_overrides(recipe: Path, synthetic_dir: str) -> list[str]:
-    """The synthetic set's paths, a random 1-layer GPT-2, 2 steps per stage, small frames; no evaluation."""
-    own = OmegaConf.load(recipe)
-    patch14 = "patch14" in OmegaConf.select(own, "model.vision.model_name", default="")
-    frames = [] if OmegaConf.select(own, "data.num_frames") is not None else ["data.num_frames=3"]
-    stages = {**OmegaConf.load("configs/synthetic.yaml").stages, **OmegaConf.select(own, "stages", default={})}
-    return [*[f"stages.{name}.steps=2" for name in stages],
-        f"data.annotations={synthetic_dir}/train.jsonl", f"model.tokenizer={synthetic_dir}",
-        f"model.vision.image_size={56 if patch14 else 64}", *frames,
-        "train.micro_batch_size=3", "train.progress_bar=false", "train.log_every=1",
-        "model.llm.arch=causal",
-        f"model.llm.model_config={{model_type: gpt2, n_layer: 1, n_embd: {LLM_WIDTH}, n_head: 2, vocab_size: 96, "
-        "n_positions: 256, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
-    ]
-
-
 def metrics(stage_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_recipe_trains_both_stages(recipe, synthetic_dir, tmp_path):
-    cfg = load_experiment(["configs/synthetic.yaml", recipe], tiny_overrides(recipe, synthetic_dir))
+    cfg = load_experiment(["configs/synthetic.yaml", recipe], recipe_overrides(recipe, synthetic_dir))
     run_experiment(cfg, tmp_path)
     for stage in cfg.stages:
         train = [m for m in metrics(tmp_path / stage) if m["kind"] == "train"]
@@ -64,7 +44,7 @@ def test_recipe_trains_both_stages(recipe, synthetic_dir, tmp_path):
 
 def recipe(name: str, synthetic_dir: str):
     path = Path(f"configs/recipes/{name}.yaml")
-    return load_experiment(["configs/synthetic.yaml", path], tiny_overrides(path, synthetic_dir))
+    return load_experiment(["configs/synthetic.yaml", path], recipe_overrides(path, synthetic_dir))
 
 
 def trainable(cfg, model=None) -> dict[str, set[str]]:
@@ -155,7 +135,7 @@ def test_video_recipes_start_from_the_blip2_run(synthetic_dir, tmp_path):
     for name in ("video-llama", "video-qformer"):
         path = Path(f"configs/recipes/{name}.yaml")
         cfg = load_experiment(["configs/synthetic.yaml", path],
-                              [*tiny_overrides(path, synthetic_dir), f"model.init_from={tmp_path / 'blip2'}"])
+                              [*recipe_overrides(path, synthetic_dir), f"model.init_from={tmp_path / 'blip2'}"])
         run_experiment(cfg, tmp_path / name)
         report = json.loads((tmp_path / name / "init_from.json").read_text())
         assert report["variant"] == cfg.model.variant and report["copied"] and report["new"]
