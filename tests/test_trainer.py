@@ -320,7 +320,7 @@ def test_nan_steps_are_skipped(tmp_path):
 
 
 def test_a_flag_for_every_rank_travels_on_the_engines_device(monkeypatch):
-    # NCCL reduces GPU tensors only: a CPU flag failed the first save of every GPU run. A meta tensor stands for a
+    # NCCL reduces GPU tensors only: a CPU flag would stop a GPU run at its first save. A meta tensor stands for a
     # device other than the CPU here; the fake all-reduce records where the flag is and stops there (meta holds no
     # value to read back).
     seen = []
