@@ -65,12 +65,13 @@ def tiny_overrides(synthetic_dir) -> list[str]:
     ]
 
 
-def tiny_config(synthetic_dir, *extra: str) -> ExperimentConfig:
-    return load_experiment(["configs/synthetic.yaml", "configs/variants/cascaded.yaml"],
+def tiny_config(synthetic_dir, *extra: str, variant: str = "cascaded") -> ExperimentConfig:
+    return load_experiment(["configs/synthetic.yaml", f"configs/variants/{variant}.yaml"],
                            [*tiny_overrides(synthetic_dir), *extra])
 
 
 RECIPES = sorted(Path("configs/recipes").glob("*.yaml"))
+VARIANTS = sorted(p.stem for p in Path("configs/variants").glob("*.yaml"))
 LLM_WIDTH = 32
 
 

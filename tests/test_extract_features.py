@@ -86,7 +86,11 @@ def test_extraction_runs_the_encoders_on_its_device_and_puts_them_back(setup, mo
     # on a GPU machine the encoders extract there, and a model's encoders go back to where the model is. The moves are
     # recorded, not made: "meta" stands for the GPU, and nothing comes back from meta
     model, moves, during = setup["model"], [], []
-    monkeypatch.setattr(torch.nn.Module, "to", lambda self, device: moves.append((self, torch.device(device))) or self)
+    def record(self, device):
+        moves.append((self, torch.device(device)))
+        return self
+
+    monkeypatch.setattr(torch.nn.Module, "to", record)
 
     def extract(dataset, vision, audio, out_dir, **kwargs):
         during.extend(moves)

@@ -146,16 +146,21 @@ class VideoLanguageModel(nn.Module):
         batch_size = batch["frame_mask"].shape[0]
         return self.audio(batch.get("audio"), batch.get("audio_mask"), batch_size=batch_size)
 
+    def _backend_dtype(self) -> torch.dtype:
+        return next(self.backend.parameters()).dtype
+
     def frame_features(self, batch: dict) -> torch.Tensor:
-        """The frame features the backend reads (standardised when ``model.standardize_features``)."""
-        features = self.raw_frame_features(batch)
+        """The frame features the backend reads, in its dtype (standardised when ``model.standardize_features``):
+        frozen encoders in half precision beside an fp32 backend ("auto" on a GPU) hand over here."""
+        features = self.raw_frame_features(batch).to(self._backend_dtype())
         return features if self.vision_norm is None else self.vision_norm(features)
 
     def audio_features(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         tokens, mask = self.raw_audio_features(batch)
-        if tokens is None or self.audio_norm is None:
+        if tokens is None:
             return tokens, mask
-        return self.audio_norm(tokens), mask
+        tokens = tokens.to(self._backend_dtype())
+        return (tokens if self.audio_norm is None else self.audio_norm(tokens)), mask
 
     @torch.no_grad()
     def fit_feature_statistics(self, batches) -> None:

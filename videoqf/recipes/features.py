@@ -48,7 +48,9 @@ def clip_overrides(vision) -> dict:
 
 def extraction_device() -> torch.device:
     """Where the frozen encoders extract: this process's GPU (its local rank's) when torch sees one, else the CPU."""
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 @contextmanager
