@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from _tiny import VARIANTS, tiny_config
+from _tiny import RECIPES, VARIANTS, recipe_overrides, tiny_config
+from videoqf.experiment import load_experiment
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
@@ -17,9 +18,9 @@ from videoqf.train.loop import to_device
 PRECISIONS = {"bf16": (torch.bfloat16, None), "bf16-encoders": (torch.float32, torch.bfloat16)}
 
 
-def built(synthetic_dir, variant: str, precision: str, *extra: str):
+def built(synthetic_dir, variant: str, precision: str, cfg=None):
     """(config, model in ``precision``, the batches' dtype); no feature cache, so the frozen encoders run."""
-    cfg = tiny_config(synthetic_dir, *extra, variant=variant)
+    cfg = cfg or tiny_config(synthetic_dir, variant=variant)
     torch.manual_seed(0)
     model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
     dtype, encoders = PRECISIONS[precision]
@@ -44,6 +45,23 @@ def test_both_stages_train_in_the_precision(synthetic_dir, variant, precision):
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads), stage
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_stage_of_a_recipe_trains_in_the_precision(synthetic_dir, recipe, precision):
+    cfg = load_experiment(["configs/synthetic.yaml", recipe], recipe_overrides(recipe, synthetic_dir))
+    cfg, model, dtype = built(synthetic_dir, None, precision, cfg)
+    train, _ = datasets(cfg, model)
+    first_caption = next((n for n, s in cfg.stages.items() if s.objective == "caption"), None)
+    for name, stage in cfg.stages.items():
+        if name == first_caption and model.llm_head is not None:
+            model.copy_head_for_llm()
+        lock(model, stage.train, stage.freeze)
+        batch = make_collate(cfg, model.tokenizer, stage.tasks)([train[i] for i in range(3)])
+        loss = build_objective(stage.objective, model)(model, to_device(batch, torch.device("cpu"), dtype))["loss"]
+        assert torch.isfinite(loss), name
+        loss.backward()
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
