@@ -89,3 +89,20 @@ def recipe_overrides(recipe: Path, synthetic_dir: str) -> list[str]:
         f"model.llm.model_config={{model_type: gpt2, n_layer: 1, n_embd: {LLM_WIDTH}, n_head: 2, vocab_size: 96, "
         "n_positions: 256, bos_token_id: 5, eos_token_id: 3, pad_token_id: 0}",
     ]
+
+
+def recipe_stage_losses(cfg: ExperimentConfig, model, train, device: torch.device, dtype: torch.dtype | None):
+    """(stage name, loss) for each stage of ``cfg`` in the run's order, on 3 training items: the stage's parameters
+    unlocked, the LLM's head copied where a run copies it, the batch on ``device`` in ``dtype``."""
+    from videoqf.models.groups import lock
+    from videoqf.objectives import build_objective
+    from videoqf.recipes.run import make_collate
+    from videoqf.train.loop import to_device
+
+    first_caption = next((n for n, s in cfg.stages.items() if s.objective == "caption"), None)
+    for name, stage in cfg.stages.items():
+        if name == first_caption and model.llm_head is not None:
+            model.copy_head_for_llm()
+        lock(model, stage.train, stage.freeze)
+        batch = make_collate(cfg, model.tokenizer, stage.tasks)([train[i] for i in range(3)])
+        yield name, build_objective(stage.objective, model)(model, to_device(batch, device, dtype))["loss"]

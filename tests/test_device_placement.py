@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.fx.experimental._config as fx_config
 
-from _tiny import RECIPES, VARIANTS, recipe_overrides, tiny_config
+from _tiny import RECIPES, VARIANTS, recipe_overrides, recipe_stage_losses, tiny_config
 from videoqf.experiment import load_experiment
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.groups import lock
@@ -65,15 +65,9 @@ def test_every_stage_of_a_recipe_trains_on_the_models_device(synthetic_dir, reci
     model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
     train, _ = datasets(cfg, model)
     model.to(META)
-    first_caption = next((n for n, s in cfg.stages.items() if s.objective == "caption"), None)
-    for name, stage in cfg.stages.items():
-        if name == first_caption and model.llm_head is not None:
-            model.copy_head_for_llm()
-        lock(model, stage.train, stage.freeze)
-        batch = make_collate(cfg, model.tokenizer, stage.tasks)([train[i] for i in range(3)])
-        out = build_objective(stage.objective, model)(model, to_device(batch, META, None))
-        assert out["loss"].device == META, name
-        out["loss"].backward()
+    for name, loss in recipe_stage_losses(cfg, model, train, META, None):
+        assert loss.device == META, name
+        loss.backward()
 
 
 @pytest.mark.parametrize("variant", ["cascaded", "spatiotemporal"])

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from _tiny import RECIPES, VARIANTS, recipe_overrides, tiny_config
+from _tiny import RECIPES, VARIANTS, recipe_overrides, recipe_stage_losses, tiny_config
 from videoqf.experiment import load_experiment
 from videoqf.llm.tokenizer import load_tokenizer
 from videoqf.models.groups import lock
@@ -53,13 +53,7 @@ def test_every_stage_of_a_recipe_trains_in_the_precision(synthetic_dir, recipe, 
     cfg = load_experiment(["configs/synthetic.yaml", recipe], recipe_overrides(recipe, synthetic_dir))
     cfg, model, dtype = built(synthetic_dir, None, precision, cfg)
     train, _ = datasets(cfg, model)
-    first_caption = next((n for n, s in cfg.stages.items() if s.objective == "caption"), None)
-    for name, stage in cfg.stages.items():
-        if name == first_caption and model.llm_head is not None:
-            model.copy_head_for_llm()
-        lock(model, stage.train, stage.freeze)
-        batch = make_collate(cfg, model.tokenizer, stage.tasks)([train[i] for i in range(3)])
-        loss = build_objective(stage.objective, model)(model, to_device(batch, torch.device("cpu"), dtype))["loss"]
+    for name, loss in recipe_stage_losses(cfg, model, train, torch.device("cpu"), dtype):
         assert torch.isfinite(loss), name
         loss.backward()
 
