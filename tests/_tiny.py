@@ -91,7 +91,20 @@ def recipe_overrides(recipe: Path, synthetic_dir: str) -> list[str]:
     ]
 
 
-def recipe_stage_losses(cfg: ExperimentConfig, model, train, device: torch.device, dtype: torch.dtype | None):
+EXPERIMENTS = [*(f"variants/{v}" for v in VARIANTS), *(f"recipes/{r.stem}" for r in RECIPES)]
+
+
+def tiny_experiment(name: str, synthetic_dir) -> ExperimentConfig:
+    """A variant ("variants/cascaded") or a recipe ("recipes/blip2") of EXPERIMENTS, shrunk to the tiny synthetic set
+    (no feature cache: the frozen encoders run)."""
+    kind, stem = name.split("/")
+    if kind == "variants":
+        return tiny_config(synthetic_dir, variant=stem)
+    recipe = Path("configs/recipes") / f"{stem}.yaml"
+    return load_experiment(["configs/synthetic.yaml", recipe], recipe_overrides(recipe, synthetic_dir))
+
+
+def stage_losses(cfg: ExperimentConfig, model, train, device: torch.device, dtype: torch.dtype | None):
     """(stage name, loss) for each stage of ``cfg`` in the run's order, on 3 training items: the stage's parameters
     unlocked, the LLM's head copied where a run copies it, the batch on ``device`` in ``dtype``."""
     from videoqf.models.groups import lock

@@ -12,12 +12,9 @@ import pytest
 import torch
 import torch.fx.experimental._config as fx_config
 
-from _tiny import RECIPES, VARIANTS, recipe_overrides, recipe_stage_losses, tiny_config
-from videoqf.experiment import load_experiment
+from _tiny import EXPERIMENTS, stage_losses, tiny_config, tiny_experiment
 from videoqf.llm.tokenizer import load_tokenizer
-from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
-from videoqf.objectives import build_objective
 from videoqf.recipes.run import datasets, evaluation, make_collate
 from videoqf.train.loop import to_device
 
@@ -43,31 +40,17 @@ def values_read_on_meta(monkeypatch):
         yield
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_both_stages_train_on_the_models_device(synthetic_dir, variant, values_read_on_meta):
-    cfg = tiny_config(synthetic_dir, variant=variant)  # no feature cache: the frozen encoders run too
-    model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
-    train, _ = datasets(cfg, model)
-    batch = make_collate(cfg, model.tokenizer)([train[i] for i in range(4)])
-    model.to(META)
-    for stage in ("stage1", "stage2"):
-        lock(model, cfg.stages[stage].train, cfg.stages[stage].freeze)
-        out = build_objective(cfg.stages[stage].objective, model)(model, to_device(batch, META, None))
-        assert out["loss"].device == META, stage
-        out["loss"].backward()
-        assert all(p.grad.device == META for p in model.parameters() if p.grad is not None), stage
-
-
-@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
-def test_every_stage_of_a_recipe_trains_on_the_models_device(synthetic_dir, recipe, values_read_on_meta):
-    # the recipes' own stages too (instruction tuning with its tasks), the LLM's head copied where a run copies it
-    cfg = load_experiment(["configs/synthetic.yaml", recipe], recipe_overrides(recipe, synthetic_dir))
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_stage_trains_on_the_models_device(synthetic_dir, name, values_read_on_meta):
+    # every variant and recipe, the recipes' own stages too (instruction tuning with its tasks), from decoded clips
+    cfg = tiny_experiment(name, synthetic_dir)
     model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
     train, _ = datasets(cfg, model)
     model.to(META)
-    for name, loss in recipe_stage_losses(cfg, model, train, META, None):
-        assert loss.device == META, name
+    for stage, loss in stage_losses(cfg, model, train, META, None):
+        assert loss.device == META, stage
         loss.backward()
+        assert all(p.grad.device == META for p in model.parameters() if p.grad is not None), stage
 
 
 @pytest.mark.parametrize("variant", ["cascaded", "spatiotemporal"])

@@ -6,21 +6,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from _tiny import RECIPES, VARIANTS, recipe_overrides, recipe_stage_losses, tiny_config
-from videoqf.experiment import load_experiment
+from _tiny import EXPERIMENTS, stage_losses, tiny_config, tiny_experiment
 from videoqf.llm.tokenizer import load_tokenizer
-from videoqf.models.groups import lock
 from videoqf.models.video_lm import VideoLanguageModel
-from videoqf.objectives import build_objective
 from videoqf.recipes.run import datasets, evaluation, make_collate
-from videoqf.train.loop import to_device
 
 PRECISIONS = {"bf16": (torch.bfloat16, None), "bf16-encoders": (torch.float32, torch.bfloat16)}
 
 
-def built(synthetic_dir, variant: str, precision: str, cfg=None):
-    """(config, model in ``precision``, the batches' dtype); no feature cache, so the frozen encoders run."""
-    cfg = cfg or tiny_config(synthetic_dir, variant=variant)
+def built(cfg, precision: str):
+    """(the model of ``cfg`` in ``precision``, the batches' dtype)."""
     torch.manual_seed(0)
     model = VideoLanguageModel(cfg.model, load_tokenizer(cfg.model.tokenizer))
     dtype, encoders = PRECISIONS[precision]
@@ -28,40 +23,28 @@ def built(synthetic_dir, variant: str, precision: str, cfg=None):
     for encoder in (model.vision, model.audio):
         if encoder is not None and encoders is not None:
             encoder.to(encoders)
-    return cfg, model, dtype
+    return model, dtype
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_both_stages_train_in_the_precision(synthetic_dir, variant, precision):
-    cfg, model, dtype = built(synthetic_dir, variant, precision)
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_stage_trains_in_the_precision(synthetic_dir, name, precision):
+    cfg = tiny_experiment(name, synthetic_dir)
+    model, dtype = built(cfg, precision)
     train, _ = datasets(cfg, model)
-    batch = to_device(make_collate(cfg, model.tokenizer)([train[i] for i in range(4)]), torch.device("cpu"), dtype)
-    for stage in ("stage1", "stage2"):
-        lock(model, cfg.stages[stage].train, cfg.stages[stage].freeze)
-        model.zero_grad(set_to_none=True)
-        loss = build_objective(cfg.stages[stage].objective, model)(model, batch)["loss"]
+    for stage, loss in stage_losses(cfg, model, train, torch.device("cpu"), dtype):
         assert torch.isfinite(loss), stage
+        model.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads), stage
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
-def test_every_stage_of_a_recipe_trains_in_the_precision(synthetic_dir, recipe, precision):
-    cfg = load_experiment(["configs/synthetic.yaml", recipe], recipe_overrides(recipe, synthetic_dir))
-    cfg, model, dtype = built(synthetic_dir, None, precision, cfg)
-    train, _ = datasets(cfg, model)
-    for name, loss in recipe_stage_losses(cfg, model, train, torch.device("cpu"), dtype):
-        assert torch.isfinite(loss), name
-        loss.backward()
-
-
-@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("variant", ["cascaded", "spatiotemporal"])
 def test_evaluation_runs_in_the_precision(synthetic_dir, variant, precision):
-    cfg, model, _ = built(synthetic_dir, variant, precision)
+    cfg = tiny_config(synthetic_dir, variant=variant)
+    model, _ = built(cfg, precision)
     cfg = replace(cfg, eval=replace(cfg.eval, max_clips=6, batch_size=4))
     _, held_out = datasets(cfg, model)
     metrics, samples = evaluation(cfg, held_out, make_collate(cfg, model.tokenizer), captions=True)(model.eval())
